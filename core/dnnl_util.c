@@ -1,0 +1,265 @@
+/* dnnl_util.c — oneDNN engine/stream singletons, DNNL_CHECK's fatal path, and
+ * the primitive cache (see dnnl_util.h).
+ *
+ * Cache: open-addressing hash table keyed by the raw bytes of a zero-padded
+ * key struct (kind + matmul spec or eltwise length), allocated at first use and
+ * doubled when half full (only while new shapes appear, i.e. in the first step
+ * for a given mask ratio — never in steady state). Each entry owns its
+ * primitive and the memory objects that wrap the caller's pointers; they live
+ * until process exit (shapes are static per run).
+ */
+#include "dnnl_util.h"
+
+#include <oneapi/dnnl/dnnl_debug.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+_Noreturn void flip_dnnl_fatal(const char *file, int line, const char *call, dnnl_status_t st) {
+    flip_fatal(file, line, "oneDNN call %s failed: %s", call, dnnl_status2str(st));
+}
+
+static dnnl_engine_t g_engine = NULL;
+static dnnl_stream_t g_stream = NULL;
+
+dnnl_engine_t flip_dnnl_engine(void) {
+    if (!g_engine) DNNL_CHECK(dnnl_engine_create(&g_engine, dnnl_cpu, 0));
+    return g_engine;
+}
+
+dnnl_stream_t flip_dnnl_stream(void) {
+    if (!g_stream) DNNL_CHECK(dnnl_stream_create(&g_stream, flip_dnnl_engine(), dnnl_stream_default_flags));
+    return g_stream;
+}
+
+/* ---- cache ---- */
+enum { KIND_MATMUL = 1, KIND_GELU_FWD = 2, KIND_GELU_BWD = 3 };
+
+typedef struct {
+    int kind;
+    int pad_;
+    int64_t n; /* eltwise length */
+    FlipMatmulSpec mm;
+} PrimKey;
+
+#define MAX_ARGS 4
+typedef struct {
+    int used;
+    PrimKey key;
+    dnnl_primitive_t prim;
+    int n_args;
+    int arg_ids[MAX_ARGS];
+    dnnl_memory_t mem[MAX_ARGS];
+    char impl[48];
+} PrimEntry;
+
+static PrimEntry *g_table = NULL;
+static size_t g_cap = 0, g_count = 0;
+
+int flip_dnnl_cache_count(void) { return (int)g_count; }
+
+static uint64_t key_hash(const PrimKey *k) {
+    const unsigned char *p = (const unsigned char *)k;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof *k; i++) { h ^= p[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+/* slot of key in table (empty slot if absent) */
+static PrimEntry *table_slot(PrimEntry *table, size_t cap, const PrimKey *k) {
+    size_t i = (size_t)(key_hash(k) & (cap - 1));
+    for (;;) {
+        PrimEntry *e = &table[i];
+        if (!e->used || memcmp(&e->key, k, sizeof *k) == 0) return e;
+        i = (i + 1) & (cap - 1);
+    }
+}
+
+static void table_grow(void) {
+    size_t new_cap = g_cap ? 2 * g_cap : 256;
+    PrimEntry *t = flip_calloc(new_cap, sizeof(PrimEntry), "oneDNN primitive cache");
+    for (size_t i = 0; i < g_cap; i++)
+        if (g_table[i].used) *table_slot(t, new_cap, &g_table[i].key) = g_table[i];
+    flip_free(g_table);
+    g_table = t;
+    g_cap = new_cap;
+}
+
+static void entry_finish(PrimEntry *e, dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    DNNL_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+    snprintf(e->impl, sizeof e->impl, "%s", impl ? impl : "?");
+    DNNL_CHECK(dnnl_primitive_create(&e->prim, pd));
+    DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
+}
+
+static void make_md(dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims,
+                    const dnnl_dim_t *strides) {
+    dnnl_dims_t d, st; /* the API takes full DNNL_MAX_NDIMS arrays */
+    memset(d, 0, sizeof d);
+    memset(st, 0, sizeof st);
+    for (int i = 0; i < nd; i++) { d[i] = dims[i]; st[i] = strides[i]; }
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(md, nd, d, dnnl_f32, st));
+}
+
+static void build_matmul(PrimEntry *e, const FlipMatmulSpec *s) {
+    dnnl_engine_t eng = flip_dnnl_engine();
+    int nd = s->ndims;
+    dnnl_memory_desc_t src_md, wei_md, dst_md, bias_md;
+    make_md(&src_md, nd, s->src_dims, s->src_strides);
+    make_md(&wei_md, nd, s->wei_dims, s->wei_strides);
+    make_md(&dst_md, nd, s->dst_dims, s->dst_strides);
+    if (s->has_bias) {
+        dnnl_dims_t bd = {1, 1, 1, 1}, bs = {0, 0, 0, 0};
+        bd[nd - 1] = s->dst_dims[nd - 1];
+        dnnl_dim_t stride = 1;
+        for (int i = nd - 1; i >= 0; i--) { bs[i] = stride; stride *= bd[i]; }
+        make_md(&bias_md, nd, bd, bs);
+    }
+    dnnl_matmul_desc_t desc;
+    DNNL_CHECK(dnnl_matmul_desc_init(&desc, &src_md, &wei_md, s->has_bias ? &bias_md : NULL, &dst_md));
+
+    dnnl_primitive_attr_t attr;
+    DNNL_CHECK(dnnl_primitive_attr_create(&attr));
+    if (s->alpha != 1.0f) DNNL_CHECK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &s->alpha));
+    if (s->accumulate || s->gelu) {
+        dnnl_post_ops_t po;
+        DNNL_CHECK(dnnl_post_ops_create(&po));
+        if (s->accumulate) DNNL_CHECK(dnnl_post_ops_append_sum(po, 1.0f));
+        if (s->gelu) DNNL_CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f));
+        DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
+        DNNL_CHECK(dnnl_post_ops_destroy(po));
+    }
+    dnnl_primitive_desc_t pd;
+    DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL));
+    DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
+    entry_finish(e, pd);
+
+    e->n_args = 0;
+    const dnnl_memory_desc_t *mds[4] = {&src_md, &wei_md, &dst_md, &bias_md};
+    const int ids[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+    for (int i = 0; i < (s->has_bias ? 4 : 3); i++) {
+        DNNL_CHECK(dnnl_memory_create(&e->mem[i], mds[i], eng, DNNL_MEMORY_NONE));
+        e->arg_ids[i] = ids[i];
+        e->n_args++;
+    }
+}
+
+static void build_gelu(PrimEntry *e, int kind, int64_t n) {
+    dnnl_engine_t eng = flip_dnnl_engine();
+    dnnl_memory_desc_t md;
+    dnnl_dims_t dims = {n};
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_f32, dnnl_a));
+    dnnl_eltwise_desc_t fwd;
+    DNNL_CHECK(dnnl_eltwise_forward_desc_init(&fwd, dnnl_forward_training, dnnl_eltwise_gelu_erf, &md, 0.f, 0.f));
+    dnnl_primitive_desc_t fpd;
+    DNNL_CHECK(dnnl_primitive_desc_create(&fpd, &fwd, NULL, eng, NULL));
+    if (kind == KIND_GELU_FWD) {
+        entry_finish(e, fpd);
+        e->arg_ids[0] = DNNL_ARG_SRC;
+        e->arg_ids[1] = DNNL_ARG_DST;
+        e->n_args = 2;
+    } else {
+        dnnl_eltwise_desc_t bwd;
+        DNNL_CHECK(dnnl_eltwise_backward_desc_init(&bwd, dnnl_eltwise_gelu_erf, &md, &md, 0.f, 0.f));
+        dnnl_primitive_desc_t bpd;
+        DNNL_CHECK(dnnl_primitive_desc_create(&bpd, &bwd, NULL, eng, fpd));
+        DNNL_CHECK(dnnl_primitive_desc_destroy(fpd));
+        entry_finish(e, bpd);
+        e->arg_ids[0] = DNNL_ARG_SRC;
+        e->arg_ids[1] = DNNL_ARG_DIFF_DST;
+        e->arg_ids[2] = DNNL_ARG_DIFF_SRC;
+        e->n_args = 3;
+    }
+    for (int i = 0; i < e->n_args; i++)
+        DNNL_CHECK(dnnl_memory_create(&e->mem[i], &md, eng, DNNL_MEMORY_NONE));
+}
+
+static PrimEntry *cache_get(const PrimKey *k) {
+    if (!g_table) table_grow();
+    PrimEntry *e = table_slot(g_table, g_cap, k);
+    if (e->used) return e;
+    if (2 * (g_count + 1) > g_cap) {
+        table_grow();
+        e = table_slot(g_table, g_cap, k);
+    }
+    memset(e, 0, sizeof *e);
+    e->key = *k;
+    if (k->kind == KIND_MATMUL) build_matmul(e, &k->mm);
+    else build_gelu(e, k->kind, k->n);
+    e->used = 1;
+    g_count++;
+    return e;
+}
+
+static void entry_run(PrimEntry *e, void *const *handles) {
+    dnnl_exec_arg_t args[MAX_ARGS];
+    for (int i = 0; i < e->n_args; i++) {
+        DNNL_CHECK(dnnl_memory_set_data_handle(e->mem[i], handles[i]));
+        args[i].arg = e->arg_ids[i];
+        args[i].memory = e->mem[i];
+    }
+    dnnl_stream_t st = flip_dnnl_stream();
+    DNNL_CHECK(dnnl_primitive_execute(e->prim, st, e->n_args, args));
+    DNNL_CHECK(dnnl_stream_wait(st));
+}
+
+/* ---- matmul ---- */
+void flip_matmul_spec_init(FlipMatmulSpec *s, int ndims) {
+    memset(s, 0, sizeof *s);
+    FLIP_CHECK(ndims >= 2 && ndims <= 4, "flip_matmul: ndims %d not in 2..4", ndims);
+    s->ndims = ndims;
+    s->alpha = 1.0f;
+}
+
+static void matmul_key(PrimKey *k, const FlipMatmulSpec *s) {
+    memset(k, 0, sizeof *k);
+    k->kind = KIND_MATMUL;
+    /* copy field by field so padding bytes of the key stay zero */
+    k->mm.ndims = s->ndims;
+    for (int i = 0; i < s->ndims; i++) {
+        k->mm.src_dims[i] = s->src_dims[i]; k->mm.src_strides[i] = s->src_strides[i];
+        k->mm.wei_dims[i] = s->wei_dims[i]; k->mm.wei_strides[i] = s->wei_strides[i];
+        k->mm.dst_dims[i] = s->dst_dims[i]; k->mm.dst_strides[i] = s->dst_strides[i];
+    }
+    k->mm.has_bias = s->has_bias;
+    k->mm.accumulate = s->accumulate;
+    k->mm.gelu = s->gelu;
+    k->mm.alpha = s->alpha;
+}
+
+void flip_matmul(const FlipMatmulSpec *s, float *dst, const float *src, const float *wei,
+                 const float *bias) {
+    PrimKey k;
+    matmul_key(&k, s);
+    PrimEntry *e = cache_get(&k);
+    void *h[4] = {(void *)src, (void *)wei, dst, (void *)bias};
+    entry_run(e, h);
+}
+
+const char *flip_matmul_impl(const FlipMatmulSpec *s) {
+    PrimKey k;
+    matmul_key(&k, s);
+    return cache_get(&k)->impl;
+}
+
+/* ---- GELU ---- */
+void flip_gelu_forward_dnnl(float *out, const float *inp, size_t n) {
+    if (n == 0) return;
+    PrimKey k;
+    memset(&k, 0, sizeof k);
+    k.kind = KIND_GELU_FWD;
+    k.n = (int64_t)n;
+    void *h[2] = {(void *)inp, out};
+    entry_run(cache_get(&k), h);
+}
+
+void flip_gelu_backward_dnnl(float *dinp, const float *dout, const float *inp, size_t n) {
+    if (n == 0) return;
+    PrimKey k;
+    memset(&k, 0, sizeof k);
+    k.kind = KIND_GELU_BWD;
+    k.n = (int64_t)n;
+    void *h[3] = {(void *)inp, (void *)dout, dinp};
+    entry_run(cache_get(&k), h);
+}

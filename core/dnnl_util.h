@@ -1,0 +1,63 @@
+/* dnnl_util.h — flip's thin layer over oneDNN 2.6 (C API): the engine and
+ * stream singletons, the DNNL_CHECK idiom, and a cache of f32 matmul
+ * primitives keyed by (shapes, strides, variant) so each is created once and
+ * reused; memory objects wrap the caller's pointers per call
+ * (dnnl_memory_set_data_handle), no copies or reorders.
+ *
+ * Threading: oneDNN runs on the OpenMP pool; every call comes from the main
+ * thread (the cache is not locked).
+ */
+#ifndef FLIP_DNNL_UTIL_H
+#define FLIP_DNNL_UTIL_H
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "common.h"
+
+/* Ends in flip_fatal naming the call and the oneDNN status. */
+_Noreturn void flip_dnnl_fatal(const char *file, int line, const char *call, dnnl_status_t st);
+#define DNNL_CHECK(call)                                                        \
+    do {                                                                        \
+        dnnl_status_t dnnl_check_st_ = (call);                                  \
+        if (dnnl_check_st_ != dnnl_success)                                     \
+            flip_dnnl_fatal(__FILE__, __LINE__, #call, dnnl_check_st_);         \
+    } while (0)
+
+/* The CPU engine and its stream, created at first use. */
+dnnl_engine_t flip_dnnl_engine(void);
+dnnl_stream_t flip_dnnl_stream(void);
+
+/* One f32 matmul dst = alpha * src @ wei (+ bias) [+ dst if accumulate]
+ * [then GELU if gelu], with arbitrary strides (elements) on every operand.
+ * ndims 2..4; the last two dims are the matrix (src (.., m, k), wei (.., k, n),
+ * dst (.., m, n)), leading dims are batch dims (equal in src, wei and dst).
+ * bias (n) is broadcast over rows (2-D only here). Fill with
+ * flip_matmul_spec_init so unused fields are zero (the spec is the cache key). */
+typedef struct {
+    int ndims;
+    dnnl_dim_t src_dims[4], src_strides[4];
+    dnnl_dim_t wei_dims[4], wei_strides[4];
+    dnnl_dim_t dst_dims[4], dst_strides[4];
+    int has_bias;     /* bias of n floats */
+    int accumulate;   /* sum post-op: dst += result */
+    int gelu;         /* exact (erf) GELU post-op after bias */
+    float alpha;      /* output scale (1 when unused) */
+} FlipMatmulSpec;
+
+void flip_matmul_spec_init(FlipMatmulSpec *s, int ndims);
+/* Runs the spec's primitive (created and cached on first use). */
+void flip_matmul(const FlipMatmulSpec *s, float *dst, const float *src, const float *wei,
+                 const float *bias);
+/* oneDNN's implementation name chosen for a spec ("brg:avx512_core", "ref:any", ...) */
+const char *flip_matmul_impl(const FlipMatmulSpec *s);
+
+/* Elementwise exact GELU on n contiguous floats via oneDNN's eltwise primitive
+ * (cached by n): forward out = GELU(inp); backward dinp = GELU'(inp) * dout
+ * (overwrites dinp). In-place allowed in forward. */
+void flip_gelu_forward_dnnl(float *out, const float *inp, size_t n);
+void flip_gelu_backward_dnnl(float *dinp, const float *dout, const float *inp, size_t n);
+
+/* Number of cached primitives (tests check reuse). */
+int flip_dnnl_cache_count(void);
+
+#endif

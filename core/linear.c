@@ -1,0 +1,175 @@
+/* linear.c — fully connected layer, nn.Linear layout: out (M, OC) = inp (M, IC)
+ * @ weight (OC, IC)^T + bias (OC), and the fused linear + exact GELU of the MLP.
+ *
+ * Fast path: one oneDNN matmul per product (cached per shape, dnnl_util.h):
+ *   forward   out    = inp W^T + b     W read through transposed strides (no copy),
+ *                                     bias fused as the matmul bias
+ *   backward  dinp  += dout W          sum post-op (accumulate)
+ *             dweight += dout^T inp    dout read through transposed strides, sum post-op
+ *             dbias += column sums of dout (OpenMP over column blocks)
+ * linear_gelu: a GELU post-op would lose the pre-activation backward needs, so
+ * forward computes pre = inp W^T + b (one matmul) and out = GELU(pre) with
+ * oneDNN's vectorised eltwise primitive; backward dpre = GELU'(pre) * dout
+ * (eltwise backward into scratch), then linear_backward.
+ * Reference twins: plain loops with double accumulation.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+#include "dnnl_util.h"
+#include "ops.h"
+
+static void check_dims(const char *fn, int M, int IC, int OC) {
+    FLIP_CHECK(M >= 0 && IC > 0 && OC > 0, "%s: bad dims M=%d IC=%d OC=%d", fn, M, IC, OC);
+}
+
+/* 2-D spec: dst (m, n) dense = src (m, k) @ wei (k, n), with given element strides */
+static void spec2(FlipMatmulSpec *s, dnnl_dim_t m, dnnl_dim_t k, dnnl_dim_t n,
+                  dnnl_dim_t src_rs, dnnl_dim_t src_cs, dnnl_dim_t wei_rs, dnnl_dim_t wei_cs) {
+    flip_matmul_spec_init(s, 2);
+    s->src_dims[0] = m; s->src_dims[1] = k;
+    s->src_strides[0] = src_rs; s->src_strides[1] = src_cs;
+    s->wei_dims[0] = k; s->wei_dims[1] = n;
+    s->wei_strides[0] = wei_rs; s->wei_strides[1] = wei_cs;
+    s->dst_dims[0] = m; s->dst_dims[1] = n;
+    s->dst_strides[0] = n; s->dst_strides[1] = 1;
+}
+
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int M, int IC, int OC) {
+    check_dims("linear_forward", M, IC, OC);
+    if (M == 0) return;
+    FlipMatmulSpec s;
+    /* out (M, OC) = inp (M, IC) @ W^T (IC, OC); W^T element (i, o) at o*IC + i */
+    spec2(&s, M, IC, OC, IC, 1, 1, IC);
+    s.has_bias = bias != NULL;
+    flip_matmul(&s, out, inp, weight, bias);
+}
+
+/* dbias (OC) += sum over rows of dout (M, OC): threads own column blocks and
+ * walk rows contiguously; each column is summed in row order (deterministic). */
+static void bias_grad(float *dbias, const float *dout, int M, int OC) {
+    enum { CB = 64 };
+    int n_blocks = (OC + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < n_blocks; blk++) {
+        int c0 = blk * CB, c1 = c0 + CB < OC ? c0 + CB : OC;
+        float acc[CB];
+        for (int c = c0; c < c1; c++) acc[c - c0] = 0.0f;
+        for (int m = 0; m < M; m++) {
+            const float *row = dout + (size_t)m * OC;
+            for (int c = c0; c < c1; c++) acc[c - c0] += row[c];
+        }
+        for (int c = c0; c < c1; c++) dbias[c] += acc[c - c0];
+    }
+}
+
+void linear_backward(float *dinp, float *dweight, float *dbias,
+                     const float *dout, const float *inp, const float *weight,
+                     int M, int IC, int OC) {
+    check_dims("linear_backward", M, IC, OC);
+    if (M == 0) return;
+    FlipMatmulSpec s;
+    if (dinp) {
+        /* dinp (M, IC) += dout (M, OC) @ W (OC, IC) */
+        spec2(&s, M, OC, IC, OC, 1, IC, 1);
+        s.accumulate = 1;
+        flip_matmul(&s, dinp, dout, weight, NULL);
+    }
+    if (dweight) {
+        /* dweight (OC, IC) += dout^T (OC, M) @ inp (M, IC); dout^T (o, m) at m*OC + o */
+        spec2(&s, OC, M, IC, 1, OC, IC, 1);
+        s.accumulate = 1;
+        flip_matmul(&s, dweight, dout, inp, NULL);
+    }
+    if (dbias) bias_grad(dbias, dout, M, OC);
+}
+
+void linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                        int M, int IC, int OC) {
+    check_dims("linear_forward_ref", M, IC, OC);
+    for (int m = 0; m < M; m++) {
+        const float *x = inp + (size_t)m * IC;
+        for (int o = 0; o < OC; o++) {
+            const float *w = weight + (size_t)o * IC;
+            double acc = bias ? (double)bias[o] : 0.0;
+            for (int i = 0; i < IC; i++) acc += (double)x[i] * (double)w[i];
+            out[(size_t)m * OC + o] = (float)acc;
+        }
+    }
+}
+
+void linear_backward_ref(float *dinp, float *dweight, float *dbias,
+                         const float *dout, const float *inp, const float *weight,
+                         int M, int IC, int OC) {
+    check_dims("linear_backward_ref", M, IC, OC);
+    if (dinp) {
+        for (int m = 0; m < M; m++) {
+            const float *g = dout + (size_t)m * OC;
+            for (int i = 0; i < IC; i++) {
+                double acc = 0.0;
+                for (int o = 0; o < OC; o++) acc += (double)g[o] * (double)weight[(size_t)o * IC + i];
+                dinp[(size_t)m * IC + i] += (float)acc;
+            }
+        }
+    }
+    if (dweight) {
+        for (int o = 0; o < OC; o++) {
+            for (int i = 0; i < IC; i++) {
+                double acc = 0.0;
+                for (int m = 0; m < M; m++)
+                    acc += (double)dout[(size_t)m * OC + o] * (double)inp[(size_t)m * IC + i];
+                dweight[(size_t)o * IC + i] += (float)acc;
+            }
+        }
+    }
+    if (dbias) {
+        for (int o = 0; o < OC; o++) {
+            double acc = 0.0;
+            for (int m = 0; m < M; m++) acc += (double)dout[(size_t)m * OC + o];
+            dbias[o] += (float)acc;
+        }
+    }
+}
+
+/* ---- linear + GELU ---- */
+void linear_gelu_forward(float *out, float *pre, const float *inp, const float *weight,
+                         const float *bias, int M, int IC, int OC) {
+    linear_forward(pre, inp, weight, bias, M, IC, OC);
+    flip_gelu_forward_dnnl(out, pre, (size_t)M * OC);
+}
+
+void linear_gelu_backward(float *dinp, float *dweight, float *dbias, float *scratch,
+                          const float *dout, const float *pre, const float *inp,
+                          const float *weight, int M, int IC, int OC) {
+    check_dims("linear_gelu_backward", M, IC, OC);
+    if (M == 0) return;
+    flip_gelu_backward_dnnl(scratch, dout, pre, (size_t)M * OC);
+    linear_backward(dinp, dweight, dbias, scratch, inp, weight, M, IC, OC);
+}
+
+static const double INV_SQRT2 = 0.70710678118654752440;
+static const double INV_SQRT_2PI = 0.39894228040143267794;
+
+void linear_gelu_forward_ref(float *out, float *pre, const float *inp, const float *weight,
+                             const float *bias, int M, int IC, int OC) {
+    linear_forward_ref(pre, inp, weight, bias, M, IC, OC);
+    size_t n = (size_t)M * OC;
+    for (size_t i = 0; i < n; i++) {
+        double x = pre[i];
+        out[i] = (float)(0.5 * x * (1.0 + erf(x * INV_SQRT2)));
+    }
+}
+
+void linear_gelu_backward_ref(float *dinp, float *dweight, float *dbias, float *scratch,
+                              const float *dout, const float *pre, const float *inp,
+                              const float *weight, int M, int IC, int OC) {
+    size_t n = (size_t)M * OC;
+    for (size_t i = 0; i < n; i++) {
+        double x = pre[i];
+        double d = 0.5 * (1.0 + erf(x * INV_SQRT2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x);
+        scratch[i] = (float)(d * (double)dout[i]);
+    }
+    linear_backward_ref(dinp, dweight, dbias, scratch, inp, weight, M, IC, OC);
+}
