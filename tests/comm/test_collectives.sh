@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# test_collectives.sh — comm/ under real MPI: runs prog_collectives (adjoint of
+# all-gather/reduce-scatter, bucketed all-reduce == MPI_Allreduce, distributed
+# model gradient == single-process gradient on the global batch) with 1, 2 and
+# 4 ranks. Exit code 0 only if every run passes.
+set -u
+: "${FLIP_BUILD_DIR:?set by ctest}" "${MPIEXEC:=mpirun}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+prog=$FLIP_BUILD_DIR/tests/comm_prog_collectives
+[ -x "$prog" ] || { echo "missing $prog (build the comm_prog_collectives target)" >&2; exit 1; }
+fail=0
+for np in 1 2 4; do
+  echo "== mpirun -np $np"
+  if ! timeout 120 "$MPIEXEC" -np "$np" --oversubscribe -x OMP_NUM_THREADS "$prog"; then
+    echo "FAIL: prog_collectives with $np ranks" >&2
+    fail=1
+  fi
+done
+exit $fail
