@@ -1,0 +1,731 @@
+/* test_ops_elementwise.c — layernorm, gelu, softmax, residual, meanpool,
+ * l2norm, embedding, patchify / keep_gather / sin-cos position embedding.
+ *
+ * For every op: fast path vs _ref over several shapes (odd M, B = 1, T = 1,
+ * padded lens), backward accumulation (+=) from a non-zero start, NULL
+ * gradient outputs skipped; central finite differences in double on the _ref
+ * path of a random linear functional of the outputs at sampled coordinates;
+ * adjoint check for keep_gather; trust checks on every gradient; the fatal
+ * paths for bad token ids and widths through a longjmp abort hook. */
+#include <setjmp.h>
+#include <string.h>
+
+#include "common.h"
+#include "ops.h"
+#include "rng.h"
+#include "testlib.h"
+#include "tolerances.h"
+
+/* ---- helpers ---- */
+
+static Rng g_rng;
+
+static float *fbuf(size_t n) { return flip_calloc(n ? n : 1, sizeof(float), "test buffer"); }
+static double *dbuf(size_t n) { return flip_calloc(n ? n : 1, sizeof(double), "test buffer"); }
+
+static void fill_normal(float *x, size_t n, double scale) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(scale * rng_normal(&g_rng));
+}
+
+static double dot_fd(const float *r, const float *y, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)r[i] * y[i];
+    return s;
+}
+
+/* (a - base) for the accumulation checks, as double */
+static void diff_to_double(double *out, const float *a, const float *base, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = (double)a[i] - (double)base[i];
+}
+
+/* Central finite differences of f at n_samples coordinates of x (all if
+ * n <= n_samples); compares the analytic gradient g at the same coordinates. */
+typedef double (*FdFn)(void *ctx);
+
+static void fd_check(const char *what, float *x, size_t n, const float *g, int n_samples,
+                     double h, FdFn f, void *ctx) {
+    size_t m = n <= (size_t)n_samples ? n : (size_t)n_samples;
+    float *got = fbuf(m);
+    double *want = dbuf(m);
+    for (size_t j = 0; j < m; j++) {
+        size_t i = n <= (size_t)n_samples ? j : rng_below(&g_rng, (uint32_t)n);
+        float x0 = x[i];
+        float xp = (float)(x0 + h), xm = (float)(x0 - h);
+        x[i] = xp;
+        double fp = f(ctx);
+        x[i] = xm;
+        double fm = f(ctx);
+        x[i] = x0;
+        want[j] = (fp - fm) / ((double)xp - (double)xm);
+        got[j] = g[i];
+    }
+    char name[160];
+    snprintf(name, sizeof name, "FD %s", what);
+    test_close(name, got, want, m, TOL_FD_ATOL, TOL_FD_RTOL);
+    flip_free(got);
+    flip_free(want);
+}
+
+/* Fatal paths: flip_fatal calls the hook, which jumps back here. */
+static jmp_buf g_fatal_jmp;
+static _Noreturn void fatal_hook(int code) { longjmp(g_fatal_jmp, code ? code : 1); }
+
+#define EXPECT_FATAL(what, stmt)                                          \
+    do {                                                                  \
+        flip_set_abort_hook(fatal_hook);                                  \
+        if (setjmp(g_fatal_jmp) == 0) {                                   \
+            stmt;                                                         \
+            test_report(0, "%s: expected a fatal error, none raised", what); \
+        } else {                                                          \
+            test_report(1, "%s: fatal error raised as expected", what);   \
+        }                                                                 \
+        flip_set_abort_hook(NULL);                                        \
+    } while (0)
+
+/* ---- layernorm ---- */
+
+typedef struct {
+    float *x, *w, *b, *y, *mean, *rstd, *r;
+    int M, C;
+} LnCtx;
+
+static double ln_f(void *p) {
+    LnCtx *c = p;
+    layernorm_forward_ref(c->y, c->mean, c->rstd, c->x, c->w, c->b, c->M, c->C);
+    return dot_fd(c->r, c->y, (size_t)c->M * c->C);
+}
+
+static void test_layernorm(int M, int C) {
+    size_t n = (size_t)M * C;
+    float *x = fbuf(n), *w = fbuf(C), *b = fbuf(C), *y = fbuf(n), *yr = fbuf(n);
+    float *mean = fbuf(M), *rstd = fbuf(M), *meanr = fbuf(M), *rstdr = fbuf(M);
+    float *dy = fbuf(n), *dx = fbuf(n), *dw = fbuf(C), *db = fbuf(C);
+    float *dxr = fbuf(n), *dwr = fbuf(C), *dbr = fbuf(C);
+    float *base_x = fbuf(n), *base_w = fbuf(C), *base_b = fbuf(C);
+    double *tmp = dbuf(n);
+    fill_normal(x, n, 2.0);
+    for (size_t i = 0; i < n; i++) x[i] += 3.0f; /* non-zero mean */
+    fill_normal(w, C, 1.0);
+    fill_normal(b, C, 0.5);
+    fill_normal(dy, n, 1.0);
+    char what[128];
+
+    layernorm_forward(y, mean, rstd, x, w, b, M, C);
+    layernorm_forward_ref(yr, meanr, rstdr, x, w, b, M, C);
+    snprintf(what, sizeof what, "layernorm fwd M=%d C=%d out", M, C);
+    test_close_f(what, y, yr, n, TOL_OP_ATOL, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "layernorm fwd M=%d C=%d mean", M, C);
+    test_close_f(what, mean, meanr, M, TOL_OP_ATOL, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "layernorm fwd M=%d C=%d rstd", M, C);
+    test_close_f(what, rstd, rstdr, M, TOL_OP_ATOL, TOL_OP_RTOL);
+
+    /* fast backward starts from a non-zero gradient: it must add */
+    fill_normal(base_x, n, 1.0);
+    fill_normal(base_w, C, 1.0);
+    fill_normal(base_b, C, 1.0);
+    memcpy(dx, base_x, n * sizeof(float));
+    memcpy(dw, base_w, C * sizeof(float));
+    memcpy(db, base_b, C * sizeof(float));
+    layernorm_backward(dx, dw, db, dy, x, mean, rstd, w, M, C);
+    layernorm_backward_ref(dxr, dwr, dbr, dy, x, meanr, rstdr, w, M, C);
+    diff_to_double(tmp, dx, base_x, n);
+    /* compare (fast - base) against ref from zero: tolerance relative to the ref */
+    {
+        float *gx = fbuf(n);
+        for (size_t i = 0; i < n; i++) gx[i] = (float)tmp[i];
+        snprintf(what, sizeof what, "layernorm bwd M=%d C=%d dinp (+=)", M, C);
+        test_close_f(what, gx, dxr, n, TOL_OP_ATOL * 10, TOL_OP_RTOL);
+        flip_free(gx);
+    }
+    float gw[4096], gb[4096];
+    for (int i = 0; i < C; i++) {
+        gw[i] = dw[i] - base_w[i];
+        gb[i] = db[i] - base_b[i];
+    }
+    snprintf(what, sizeof what, "layernorm bwd M=%d C=%d dweight (+=)", M, C);
+    test_close_f(what, gw, dwr, C, TOL_OP_ATOL * 10, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "layernorm bwd M=%d C=%d dbias (+=)", M, C);
+    test_close_f(what, gb, dbr, C, TOL_OP_ATOL * 10, TOL_OP_RTOL);
+
+    /* NULL outputs are skipped: dweight alone equals the full call's dweight */
+    {
+        float *dw2 = fbuf(C);
+        layernorm_backward(NULL, dw2, NULL, dy, x, mean, rstd, w, M, C);
+        snprintf(what, sizeof what, "layernorm bwd M=%d C=%d NULL dinp/dbias", M, C);
+        test_close_f(what, dw2, dwr, C, TOL_OP_ATOL * 10, TOL_OP_RTOL);
+        flip_free(dw2);
+    }
+    if (C > 1) {
+        snprintf(what, sizeof what, "layernorm M=%d C=%d dinp", M, C);
+        test_trust_grad(what, dxr, n, 0.01);
+        snprintf(what, sizeof what, "layernorm M=%d C=%d dweight", M, C);
+        test_trust_grad(what, dwr, C, 0.01);
+    }
+    snprintf(what, sizeof what, "layernorm M=%d C=%d dbias", M, C);
+    test_trust_grad(what, dbr, C, 0.01);
+
+    /* finite differences (ref path) w.r.t. x, weight, bias */
+    LnCtx c = {x, w, b, yr, meanr, rstdr, dy, M, C};
+    snprintf(what, sizeof what, "layernorm M=%d C=%d d/dx", M, C);
+    fd_check(what, x, n, dxr, 24, 5e-2, ln_f, &c);
+    snprintf(what, sizeof what, "layernorm M=%d C=%d d/dweight", M, C);
+    fd_check(what, w, C, dwr, 12, 1e-2, ln_f, &c);
+    snprintf(what, sizeof what, "layernorm M=%d C=%d d/dbias", M, C);
+    fd_check(what, b, C, dbr, 12, 1e-2, ln_f, &c);
+
+    float *bufs[] = {x, w, b, y, yr, mean, rstd, meanr, rstdr, dy, dx, dw, db, dxr, dwr, dbr,
+                     base_x, base_w, base_b};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+    flip_free(tmp);
+}
+
+/* ---- gelu ---- */
+
+typedef struct {
+    float *x, *y, *r;
+    size_t n;
+} GeluCtx;
+
+static double gelu_f(void *p) {
+    GeluCtx *c = p;
+    gelu_forward_ref(c->y, c->x, c->n);
+    return dot_fd(c->r, c->y, c->n);
+}
+
+static void test_gelu(size_t n) {
+    float *x = fbuf(n), *y = fbuf(n), *yr = fbuf(n), *dy = fbuf(n), *dx = fbuf(n),
+          *dxr = fbuf(n), *base = fbuf(n);
+    fill_normal(x, n, 2.0);
+    const float special[] = {0.0f, -10.0f, 10.0f, -3.0f, 1e-4f};
+    for (size_t i = 0; i < n && i < sizeof special / sizeof *special; i++) x[i] = special[i];
+    fill_normal(dy, n, 1.0);
+    fill_normal(base, n, 1.0);
+    char what[128];
+    gelu_forward(y, x, n);
+    gelu_forward_ref(yr, x, n);
+    snprintf(what, sizeof what, "gelu fwd n=%zu", n);
+    test_close_f(what, y, yr, n, TOL_OP_ATOL, TOL_OP_RTOL);
+    /* known values: GELU(0) = 0, GELU(1) = Phi(1) = 0.841344746..., GELU(-10) ~ -7.6e-23 */
+    if (n >= 5) {
+        float k[1] = {0};
+        double kv[1] = {0.8413447460685429};
+        float one = 1.0f;
+        gelu_forward(k, &one, 1);
+        test_close("gelu(1) = Phi(1)", k, kv, 1, 0.0, 1e-6);
+        TEST_CHECK(y[0] == 0.0f && fabsf(y[1]) < 1e-20f && y[2] == 10.0f,
+                   "gelu(0) = 0, gelu(-10) ~ 0, gelu(10) = 10 (got %g %g %g)", (double)y[0],
+                   (double)y[1], (double)y[2]);
+    }
+    memcpy(dx, base, n * sizeof(float));
+    gelu_backward(dx, dy, x, n);
+    gelu_backward_ref(dxr, dy, x, n);
+    for (size_t i = 0; i < n; i++) dx[i] -= base[i];
+    snprintf(what, sizeof what, "gelu bwd n=%zu (+=)", n);
+    test_close_f(what, dx, dxr, n, TOL_OP_ATOL * 10, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "gelu n=%zu dinp", n);
+    test_trust_grad(what, dxr, n, 0.2);
+    GeluCtx c = {x, yr, dy, n};
+    snprintf(what, sizeof what, "gelu n=%zu d/dx", n);
+    fd_check(what, x, n, dxr, 32, 1e-3, gelu_f, &c);
+    float *bufs[] = {x, y, yr, dy, dx, dxr, base};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+}
+
+/* ---- softmax ---- */
+
+typedef struct {
+    float *x, *y, *r;
+    int M, n;
+} SmCtx;
+
+static double sm_f(void *p) {
+    SmCtx *c = p;
+    softmax_forward_ref(c->y, c->x, c->M, c->n);
+    return dot_fd(c->r, c->y, (size_t)c->M * c->n);
+}
+
+static void test_softmax(int M, int n, double scale) {
+    size_t N = (size_t)M * n;
+    float *x = fbuf(N), *y = fbuf(N), *yr = fbuf(N), *dy = fbuf(N), *dx = fbuf(N),
+          *dxr = fbuf(N), *base = fbuf(N), *inpl = fbuf(N);
+    fill_normal(x, N, scale);
+    fill_normal(dy, N, 1.0);
+    fill_normal(base, N, 1.0);
+    char what[128];
+    softmax_forward(y, x, M, n);
+    softmax_forward_ref(yr, x, M, n);
+    snprintf(what, sizeof what, "softmax fwd M=%d n=%d scale=%g", M, n, scale);
+    test_close_f(what, y, yr, N, TOL_OP_ATOL, TOL_OP_RTOL);
+    int rows_ok = 1;
+    for (int r = 0; r < M; r++) {
+        double s = 0.0;
+        for (int j = 0; j < n; j++) {
+            s += y[(size_t)r * n + j];
+            if (!isfinite(y[(size_t)r * n + j])) rows_ok = 0;
+        }
+        if (fabs(s - 1.0) > 1e-5) rows_ok = 0;
+    }
+    TEST_CHECK(rows_ok, "softmax M=%d n=%d scale=%g: rows finite and sum to 1", M, n, scale);
+    memcpy(inpl, x, N * sizeof(float));
+    softmax_forward(inpl, inpl, M, n);
+    snprintf(what, sizeof what, "softmax fwd M=%d n=%d in place", M, n);
+    test_close_f(what, inpl, yr, N, TOL_OP_ATOL, TOL_OP_RTOL);
+    memcpy(dx, base, N * sizeof(float));
+    softmax_backward(dx, dy, y, M, n);
+    softmax_backward_ref(dxr, dy, yr, M, n);
+    for (size_t i = 0; i < N; i++) dx[i] -= base[i];
+    snprintf(what, sizeof what, "softmax bwd M=%d n=%d (+=)", M, n);
+    test_close_f(what, dx, dxr, N, TOL_OP_ATOL * 10, TOL_OP_RTOL);
+    if (n > 1 && scale <= 3.0) {
+        snprintf(what, sizeof what, "softmax M=%d n=%d dinp", M, n);
+        test_trust_grad(what, dxr, N, 0.01);
+        SmCtx c = {x, yr, dy, M, n};
+        snprintf(what, sizeof what, "softmax M=%d n=%d d/dx", M, n);
+        fd_check(what, x, N, dxr, 24, 1e-3, sm_f, &c);
+    }
+    float *bufs[] = {x, y, yr, dy, dx, dxr, base, inpl};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+}
+
+/* ---- residual ---- */
+
+static void test_residual(size_t n) {
+    float *a = fbuf(n), *b = fbuf(n), *y = fbuf(n), *yr = fbuf(n), *dy = fbuf(n);
+    float *da = fbuf(n), *db = fbuf(n), *dar = fbuf(n), *dbr = fbuf(n), *base = fbuf(n);
+    fill_normal(a, n, 1.0);
+    fill_normal(b, n, 1.0);
+    fill_normal(dy, n, 1.0);
+    fill_normal(base, n, 1.0);
+    char what[96];
+    residual_forward(y, a, b, n);
+    residual_forward_ref(yr, a, b, n);
+    snprintf(what, sizeof what, "residual fwd n=%zu", n);
+    test_close_f(what, y, yr, n, 0.0, 1e-7);
+    memcpy(da, base, n * sizeof(float));
+    memcpy(db, base, n * sizeof(float));
+    residual_backward(da, db, dy, n);
+    residual_backward_ref(dar, dbr, dy, n);
+    for (size_t i = 0; i < n; i++) {
+        da[i] -= base[i];
+        db[i] -= base[i];
+    }
+    snprintf(what, sizeof what, "residual bwd n=%zu da (+=)", n);
+    test_close_f(what, da, dar, n, TOL_OP_ATOL, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "residual bwd n=%zu db (+=)", n);
+    test_close_f(what, db, dbr, n, TOL_OP_ATOL, TOL_OP_RTOL);
+    /* reference: both grads equal dout exactly; NULL da skipped */
+    snprintf(what, sizeof what, "residual bwd_ref n=%zu da == dout", n);
+    test_close_f(what, dar, dy, n, 0.0, 0.0);
+    memset(db, 0, n * sizeof(float));
+    residual_backward(NULL, db, dy, n);
+    snprintf(what, sizeof what, "residual bwd n=%zu NULL da", n);
+    test_close_f(what, db, dy, n, 0.0, 0.0);
+    snprintf(what, sizeof what, "residual n=%zu da", n);
+    test_trust_grad(what, dar, n, 0.01);
+    /* in place out == a */
+    memcpy(y, a, n * sizeof(float));
+    residual_forward(y, y, b, n);
+    snprintf(what, sizeof what, "residual fwd n=%zu in place", n);
+    test_close_f(what, y, yr, n, 0.0, 1e-7);
+    float *bufs[] = {a, b, y, yr, dy, da, db, dar, dbr, base};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+}
+
+/* ---- meanpool ---- */
+
+typedef struct {
+    float *x, *y, *r;
+    const int *lens;
+    int B, T, C;
+} PoolCtx;
+
+static double pool_f(void *p) {
+    PoolCtx *c = p;
+    meanpool_forward_ref(c->y, c->x, c->lens, c->B, c->T, c->C);
+    return dot_fd(c->r, c->y, (size_t)c->B * c->C);
+}
+
+static void test_meanpool(int B, int T, int C, int padded) {
+    size_t n = (size_t)B * T * C, no = (size_t)B * C;
+    int *lens = flip_calloc(B, sizeof(int), "lens");
+    size_t valid = 0;
+    for (int b = 0; b < B; b++) {
+        lens[b] = padded ? 1 + (int)rng_below(&g_rng, (uint32_t)T) : T;
+        valid += (size_t)lens[b] * C;
+    }
+    if (padded && B > 1) lens[B - 1] = T; /* one full row */
+    valid = 0;
+    for (int b = 0; b < B; b++) valid += (size_t)lens[b] * C;
+    const int *lp = padded ? lens : NULL;
+    float *x = fbuf(n), *y = fbuf(no), *yr = fbuf(no), *dy = fbuf(no), *dx = fbuf(n),
+          *dxr = fbuf(n), *base = fbuf(n);
+    fill_normal(x, n, 1.0);
+    fill_normal(dy, no, 1.0);
+    fill_normal(base, n, 1.0);
+    char what[128];
+    meanpool_forward(y, x, lp, B, T, C);
+    meanpool_forward_ref(yr, x, lp, B, T, C);
+    snprintf(what, sizeof what, "meanpool fwd B=%d T=%d C=%d padded=%d", B, T, C, padded);
+    test_close_f(what, y, yr, no, TOL_OP_ATOL, TOL_OP_RTOL);
+    /* padded positions must not leak: poison them and compare */
+    if (padded) {
+        float *xp = fbuf(n), *yp = fbuf(no);
+        memcpy(xp, x, n * sizeof(float));
+        for (int b = 0; b < B; b++)
+            for (int t = lens[b]; t < T; t++)
+                for (int c = 0; c < C; c++) xp[((size_t)b * T + t) * C + c] = 1e30f;
+        meanpool_forward(yp, xp, lp, B, T, C);
+        snprintf(what, sizeof what, "meanpool B=%d T=%d C=%d ignores padded rows", B, T, C);
+        test_close_f(what, yp, yr, no, TOL_OP_ATOL, TOL_OP_RTOL);
+        flip_free(xp);
+        flip_free(yp);
+    }
+    memcpy(dx, base, n * sizeof(float));
+    meanpool_backward(dx, dy, lp, B, T, C);
+    meanpool_backward_ref(dxr, dy, lp, B, T, C);
+    for (size_t i = 0; i < n; i++) dx[i] -= base[i];
+    snprintf(what, sizeof what, "meanpool bwd B=%d T=%d C=%d padded=%d (+=)", B, T, C, padded);
+    test_close_f(what, dx, dxr, n, TOL_OP_ATOL, TOL_OP_RTOL);
+    size_t pad_nonzero = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = lens[b]; padded && t < T; t++)
+            for (int c = 0; c < C; c++)
+                if (dxr[((size_t)b * T + t) * C + c] != 0.0f) pad_nonzero++;
+    TEST_CHECK(pad_nonzero == 0, "meanpool B=%d T=%d C=%d: padded rows get no gradient (%zu)",
+               B, T, C, pad_nonzero);
+    snprintf(what, sizeof what, "meanpool B=%d T=%d C=%d dinp", B, T, C);
+    test_trust_grad(what, dxr, n, 1.0 - (double)valid / (double)n + 0.01);
+    PoolCtx c = {x, yr, dy, lp, B, T, C};
+    snprintf(what, sizeof what, "meanpool B=%d T=%d C=%d d/dx", B, T, C);
+    fd_check(what, x, n, dxr, 24, 1e-2, pool_f, &c);
+    float *bufs[] = {x, y, yr, dy, dx, dxr, base};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+    flip_free(lens);
+}
+
+/* ---- l2norm ---- */
+
+typedef struct {
+    float *x, *y, *norm, *r;
+    int B, D;
+} L2Ctx;
+
+static double l2_f(void *p) {
+    L2Ctx *c = p;
+    l2norm_forward_ref(c->y, c->norm, c->x, c->B, c->D);
+    return dot_fd(c->r, c->y, (size_t)c->B * c->D);
+}
+
+static void test_l2norm(int B, int D) {
+    size_t n = (size_t)B * D;
+    float *x = fbuf(n), *y = fbuf(n), *yr = fbuf(n), *nm = fbuf(B), *nmr = fbuf(B);
+    float *dy = fbuf(n), *dx = fbuf(n), *dxr = fbuf(n), *base = fbuf(n);
+    fill_normal(x, n, 1.5);
+    fill_normal(dy, n, 1.0);
+    fill_normal(base, n, 1.0);
+    char what[96];
+    l2norm_forward(y, nm, x, B, D);
+    l2norm_forward_ref(yr, nmr, x, B, D);
+    snprintf(what, sizeof what, "l2norm fwd B=%d D=%d out", B, D);
+    test_close_f(what, y, yr, n, TOL_OP_ATOL, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "l2norm fwd B=%d D=%d norm", B, D);
+    test_close_f(what, nm, nmr, B, TOL_OP_ATOL, TOL_OP_RTOL);
+    int unit = 1;
+    for (int b = 0; b < B; b++) {
+        double s = 0.0;
+        for (int i = 0; i < D; i++) s += (double)y[(size_t)b * D + i] * y[(size_t)b * D + i];
+        if (fabs(s - 1.0) > 1e-5) unit = 0;
+    }
+    TEST_CHECK(unit, "l2norm B=%d D=%d: rows have unit norm", B, D);
+    memcpy(dx, base, n * sizeof(float));
+    l2norm_backward(dx, dy, y, nm, B, D);
+    l2norm_backward_ref(dxr, dy, yr, nmr, B, D);
+    for (size_t i = 0; i < n; i++) dx[i] -= base[i];
+    snprintf(what, sizeof what, "l2norm bwd B=%d D=%d (+=)", B, D);
+    test_close_f(what, dx, dxr, n, TOL_OP_ATOL * 10, TOL_OP_RTOL);
+    /* the gradient is orthogonal to the row (scale invariance) */
+    double worst = 0.0;
+    for (int b = 0; b < B; b++) {
+        double s = 0.0, gn = 0.0;
+        for (int i = 0; i < D; i++) {
+            s += (double)dxr[(size_t)b * D + i] * x[(size_t)b * D + i];
+            gn += (double)dxr[(size_t)b * D + i] * dxr[(size_t)b * D + i];
+        }
+        double rel = fabs(s) / (sqrt(gn) * nmr[b] + 1e-30);
+        if (rel > worst) worst = rel;
+    }
+    TEST_CHECK(worst < 1e-5, "l2norm B=%d D=%d: dinp orthogonal to inp (cos %.2g)", B, D, worst);
+    if (D > 1) {
+        snprintf(what, sizeof what, "l2norm B=%d D=%d dinp", B, D);
+        test_trust_grad(what, dxr, n, 0.01);
+    }
+    L2Ctx c = {x, yr, nmr, dy, B, D};
+    snprintf(what, sizeof what, "l2norm B=%d D=%d d/dx", B, D);
+    fd_check(what, x, n, dxr, 24, 1e-2, l2_f, &c);
+    /* a zero row gives zeros, not NaN */
+    memset(x, 0, (size_t)D * sizeof(float));
+    l2norm_forward(y, nm, x, 1, D);
+    int zeros = 1;
+    for (int i = 0; i < D; i++)
+        if (y[i] != 0.0f) zeros = 0;
+    TEST_CHECK(zeros, "l2norm D=%d: zero row gives a zero row", D);
+    float *bufs[] = {x, y, yr, nm, nmr, dy, dx, dxr, base};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+}
+
+/* ---- embedding ---- */
+
+typedef struct {
+    float *y, *wte, *wpe, *r;
+    const int32_t *tok;
+    int B, T, C, V;
+} EmbCtx;
+
+static double emb_f(void *p) {
+    EmbCtx *c = p;
+    embedding_forward_ref(c->y, c->tok, c->wte, c->wpe, c->B, c->T, c->C, c->V);
+    return dot_fd(c->r, c->y, (size_t)c->B * c->T * c->C);
+}
+
+static void test_embedding(int B, int T, int C, int V) {
+    size_t n = (size_t)B * T * C;
+    int32_t *tok = flip_calloc((size_t)B * T, sizeof(int32_t), "tokens");
+    for (size_t i = 0; i < (size_t)B * T; i++) tok[i] = (int32_t)rng_below(&g_rng, (uint32_t)V);
+    tok[0] = V - 1;
+    if (B * T > 1) tok[B * T - 1] = tok[0]; /* a repeated id */
+    float *wte = fbuf((size_t)V * C), *wpe = fbuf((size_t)T * C), *y = fbuf(n), *yr = fbuf(n);
+    float *dy = fbuf(n), *dwte = fbuf((size_t)V * C), *dwpe = fbuf((size_t)T * C);
+    float *dwter = fbuf((size_t)V * C), *dwper = fbuf((size_t)T * C);
+    fill_normal(wte, (size_t)V * C, 1.0);
+    fill_normal(wpe, (size_t)T * C, 1.0);
+    fill_normal(dy, n, 1.0);
+    char what[128];
+    embedding_forward(y, tok, wte, wpe, B, T, C, V);
+    embedding_forward_ref(yr, tok, wte, wpe, B, T, C, V);
+    snprintf(what, sizeof what, "embedding fwd B=%d T=%d C=%d V=%d", B, T, C, V);
+    test_close_f(what, y, yr, n, TOL_OP_ATOL, TOL_OP_RTOL);
+    for (size_t i = 0; i < (size_t)V * C; i++) dwte[i] = 0.25f;
+    for (size_t i = 0; i < (size_t)T * C; i++) dwpe[i] = 0.25f;
+    embedding_backward(dwte, dwpe, dy, tok, B, T, C, V);
+    embedding_backward_ref(dwter, dwper, dy, tok, B, T, C, V);
+    for (size_t i = 0; i < (size_t)V * C; i++) dwte[i] -= 0.25f;
+    for (size_t i = 0; i < (size_t)T * C; i++) dwpe[i] -= 0.25f;
+    snprintf(what, sizeof what, "embedding bwd B=%d T=%d C=%d dwte (+=)", B, T, C);
+    test_close_f(what, dwte, dwter, (size_t)V * C, TOL_OP_ATOL, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "embedding bwd B=%d T=%d C=%d dwpe (+=)", B, T, C);
+    test_close_f(what, dwpe, dwper, (size_t)T * C, TOL_OP_ATOL, TOL_OP_RTOL);
+    /* dwte rows of ids that occur are non-zero, the rest exactly zero */
+    size_t used_rows = 0, bad_rows = 0;
+    for (int id = 0; id < V; id++) {
+        int used = 0, nz = 0;
+        for (size_t i = 0; i < (size_t)B * T; i++) used |= tok[i] == id;
+        for (int c = 0; c < C; c++) nz |= dwter[(size_t)id * C + c] != 0.0f;
+        used_rows += (size_t)used;
+        if (used != nz) bad_rows++;
+    }
+    TEST_CHECK(bad_rows == 0, "embedding B=%d T=%d: dwte non-zero exactly on the %zu used ids",
+               B, T, used_rows);
+    snprintf(what, sizeof what, "embedding B=%d T=%d C=%d dwpe", B, T, C);
+    test_trust_grad(what, dwper, (size_t)T * C, 0.01);
+    float *dwn = fbuf((size_t)T * C);
+    embedding_backward(NULL, dwn, dy, tok, B, T, C, V);
+    snprintf(what, sizeof what, "embedding bwd B=%d T=%d NULL dwte", B, T);
+    test_close_f(what, dwn, dwper, (size_t)T * C, TOL_OP_ATOL, TOL_OP_RTOL);
+    flip_free(dwn);
+    EmbCtx c = {yr, wte, wpe, dy, tok, B, T, C, V};
+    snprintf(what, sizeof what, "embedding B=%d T=%d d/dwte", B, T);
+    fd_check(what, wte + (size_t)tok[0] * C, (size_t)C, dwter + (size_t)tok[0] * C, 12, 1e-2,
+             emb_f, &c);
+    snprintf(what, sizeof what, "embedding B=%d T=%d d/dwpe", B, T);
+    fd_check(what, wpe, (size_t)T * C, dwper, 16, 1e-2, emb_f, &c);
+
+    tok[B * T - 1] = V; /* out of range */
+    snprintf(what, sizeof what, "embedding_forward id %d >= V", V);
+    EXPECT_FATAL(what, embedding_forward(y, tok, wte, wpe, B, T, C, V));
+    tok[B * T - 1] = -1;
+    EXPECT_FATAL("embedding_forward id -1", embedding_forward(y, tok, wte, wpe, B, T, C, V));
+    float *bufs[] = {wte, wpe, y, yr, dy, dwte, dwpe, dwter, dwper};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+    flip_free(tok);
+}
+
+/* ---- patches, keep gather, position embedding ---- */
+
+static void make_keep(int32_t *keep, int B, int Np, int N) {
+    /* a random N-subset per sample, ascending (partial Fisher-Yates) */
+    int32_t *perm = flip_calloc((size_t)Np, sizeof(int32_t), "perm");
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < Np; i++) perm[i] = i;
+        for (int i = 0; i < N; i++) {
+            int j = i + (int)rng_below(&g_rng, (uint32_t)(Np - i));
+            int32_t tmp = perm[i];
+            perm[i] = perm[j];
+            perm[j] = tmp;
+        }
+        int32_t *k = keep + (size_t)b * N;
+        int m = 0;
+        for (int idx = 0; idx < Np; idx++)
+            for (int i = 0; i < N; i++)
+                if (perm[i] == idx) k[m++] = idx;
+    }
+    flip_free(perm);
+}
+
+static void test_patch(int B, int S, int Ci, int p, int N) {
+    int g = S / p, Np = g * g, P = p * p * Ci;
+    size_t n_img = (size_t)B * S * S * Ci, n_out = (size_t)B * Np * P;
+    uint8_t *img = flip_calloc(n_img, 1, "images");
+    for (size_t i = 0; i < n_img; i++) img[i] = (uint8_t)rng_below(&g_rng, 256);
+    float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+    float stdv[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    float *out = fbuf(n_out), *outr = fbuf(n_out);
+    char what[128];
+    patchify_forward(out, img, mean, stdv, B, S, Ci, p);
+    patchify_forward_ref(outr, img, mean, stdv, B, S, Ci, p);
+    snprintf(what, sizeof what, "patchify B=%d S=%d Ci=%d p=%d", B, S, Ci, p);
+    test_close_f(what, out, outr, n_out, TOL_OP_ATOL, TOL_OP_RTOL);
+    /* one explicit element: sample B-1, patch (py, px) = (g-1, 0), (dy, dx, c) = (p-1, 1 % p, Ci-1) */
+    {
+        int b = B - 1, py = g - 1, px = 0, dy = p - 1, dx = 1 % p, c = Ci - 1;
+        uint8_t pix = img[(((size_t)b * S + py * p + dy) * S + px * p + dx) * Ci + c];
+        double want = ((double)pix / 255.0 - mean[c]) / stdv[c];
+        float got = outr[((size_t)b * Np + py * g + px) * P + ((size_t)dy * p + dx) * Ci + c];
+        TEST_CHECK(fabs(got - want) < 1e-5, "patchify layout (n = py*g+px, (dy, dx, c)): %g vs %g",
+                   (double)got, want);
+    }
+    /* kept patches == gather of all patches */
+    int32_t *keep = flip_calloc((size_t)B * N, sizeof(int32_t), "keep");
+    make_keep(keep, B, Np, N);
+    float *kept = fbuf((size_t)B * N * P), *gath = fbuf((size_t)B * N * P),
+          *gathr = fbuf((size_t)B * N * P);
+    patchify_kept_forward(kept, img, keep, mean, stdv, B, S, Ci, p, N);
+    keep_gather_forward(gath, outr, keep, B, Np, N, P);
+    keep_gather_forward_ref(gathr, outr, keep, B, Np, N, P);
+    snprintf(what, sizeof what, "patchify_kept B=%d N=%d == gather(patchify)", B, N);
+    test_close_f(what, kept, gathr, (size_t)B * N * P, TOL_OP_ATOL, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "keep_gather fwd B=%d Np=%d N=%d", B, Np, N);
+    test_close_f(what, gath, gathr, (size_t)B * N * P, 0.0, 0.0);
+
+    /* adjoint: <dy, gather(x)> == <scatter(dy), x>, fast and ref, and += */
+    int X = 5;
+    size_t nx = (size_t)B * Np * X, ny = (size_t)B * N * X;
+    float *x = fbuf(nx), *gx = fbuf(ny), *dy = fbuf(ny), *sx = fbuf(nx), *sxr = fbuf(nx),
+          *base = fbuf(nx);
+    fill_normal(x, nx, 1.0);
+    fill_normal(dy, ny, 1.0);
+    fill_normal(base, nx, 1.0);
+    keep_gather_forward(gx, x, keep, B, Np, N, X);
+    memcpy(sx, base, nx * sizeof(float));
+    keep_gather_backward(sx, dy, keep, B, Np, N, X);
+    for (size_t i = 0; i < nx; i++) sx[i] -= base[i];
+    keep_gather_backward_ref(sxr, dy, keep, B, Np, N, X);
+    double lhs = dot_fd(dy, gx, ny), rhs = dot_fd(sx, x, nx), rhsr = dot_fd(sxr, x, nx);
+    TEST_CHECK(fabs(lhs - rhs) <= 1e-5 * (fabs(lhs) + 1.0) && fabs(lhs - rhsr) <= 1e-5 * (fabs(lhs) + 1.0),
+               "keep_gather adjoint B=%d Np=%d N=%d: <dy, Jx> %.9g <J^T dy, x> %.9g (ref %.9g)",
+               B, Np, N, lhs, rhs, rhsr);
+    snprintf(what, sizeof what, "keep_gather bwd B=%d Np=%d N=%d (+=) vs ref", B, Np, N);
+    test_close_f(what, sx, sxr, nx, TOL_OP_ATOL, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "keep_gather B=%d Np=%d N=%d dinp", B, Np, N);
+    test_trust_grad(what, sxr, nx, 1.0 - (double)N / Np + 0.01);
+
+    float *bufs[] = {out, outr, kept, gath, gathr, x, gx, dy, sx, sxr, base};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+    flip_free(keep);
+    flip_free(img);
+}
+
+static void test_posemb(int gh, int gw, int C) {
+    int Np = gh * gw, q = C / 4;
+    float *tab = fbuf((size_t)Np * C);
+    posemb_sincos_2d(tab, gh, gw, C);
+    double worst = 0.0;
+    for (int n = 0; n < Np; n++) {
+        int py = n / gw, px = n % gw;
+        for (int k = 0; k < q; k++) {
+            double w = pow(10000.0, -(double)k / q);
+            double want[4] = {sin(px * w), cos(px * w), sin(py * w), cos(py * w)};
+            for (int j = 0; j < 4; j++) {
+                double e = fabs(tab[(size_t)n * C + j * q + k] - want[j]);
+                if (e > worst) worst = e;
+            }
+        }
+    }
+    TEST_CHECK(worst < 1e-6, "posemb_sincos_2d %dx%d C=%d matches the formula (max err %.2g)", gh,
+               gw, C, worst);
+    /* row 0 = [0 .. | 1 .. | 0 .. | 1 ..]; row (0, 1) first entry sin(1) */
+    TEST_CHECK(tab[0] == 0.0f && tab[q] == 1.0f && tab[2 * q] == 0.0f && tab[3 * q] == 1.0f &&
+                   (gw < 2 || fabs(tab[C] - sin(1.0)) < 1e-7),
+               "posemb_sincos_2d: known rows (origin, px = 1)");
+    /* add_kept */
+    int B = 3, N = Np > 2 ? Np / 2 : 1;
+    int32_t *keep = flip_calloc((size_t)B * N, sizeof(int32_t), "keep");
+    make_keep(keep, B, Np, N);
+    float *x = fbuf((size_t)B * N * C), *want = fbuf((size_t)B * N * C);
+    fill_normal(x, (size_t)B * N * C, 1.0);
+    for (int b = 0; b < B; b++)
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++)
+                want[((size_t)b * N + n) * C + c] =
+                    x[((size_t)b * N + n) * C + c] + tab[(size_t)keep[b * N + n] * C + c];
+    posemb_add_kept(x, tab, keep, B, N, C);
+    char what[96];
+    snprintf(what, sizeof what, "posemb_add_kept %dx%d C=%d", gh, gw, C);
+    test_close_f(what, x, want, (size_t)B * N * C, 0.0, 0.0);
+    flip_free(keep);
+    flip_free(x);
+    flip_free(want);
+    flip_free(tab);
+}
+
+int main(void) {
+    rng_init(&g_rng, 1234, FLIP_RNG_TEST, 1, 0);
+
+    test_layernorm(1, 8);
+    test_layernorm(7, 33);
+    test_layernorm(33, 64);
+    test_layernorm(130, 384);
+    test_layernorm(5, 1000);
+
+    test_gelu(1);
+    test_gelu(17);
+    test_gelu(1000);
+    test_gelu(100003);
+
+    test_softmax(1, 1, 1.0);
+    test_softmax(3, 7, 1.0);
+    test_softmax(37, 50, 2.0);
+    test_softmax(64, 197, 3.0);
+    test_softmax(9, 33, 60.0); /* large logits: max shift needed */
+
+    test_residual(1);
+    test_residual(1001);
+    test_residual(65536 + 3);
+
+    test_meanpool(1, 1, 4, 0);
+    test_meanpool(3, 5, 7, 0);
+    test_meanpool(4, 32, 48, 1);
+    test_meanpool(17, 9, 64, 1);
+    test_meanpool(1, 32, 16, 1);
+
+    test_l2norm(1, 1);
+    test_l2norm(1, 16);
+    test_l2norm(7, 33);
+    test_l2norm(64, 512);
+
+    test_embedding(1, 1, 8, 5);
+    test_embedding(2, 7, 16, 30);
+    test_embedding(5, 32, 100, 300);
+
+    test_patch(1, 8, 1, 4, 1);
+    test_patch(2, 12, 3, 4, 5);
+    test_patch(3, 32, 3, 8, 4);
+    test_patch(2, 28, 1, 7, 16); /* N == Np */
+
+    test_posemb(1, 1, 4);
+    test_posemb(2, 3, 8);
+    test_posemb(14, 14, 192);
+
+    EXPECT_FATAL("posemb_sincos_2d C=6 (not a multiple of 4)",
+                 do { float t6[6]; posemb_sincos_2d(t6, 1, 1, 6); } while (0));
+    return test_finish();
+}
