@@ -1,0 +1,192 @@
+/* test_attention.c — multi-head attention core: oneDNN fast path vs the double
+ * reference (odd shapes, H = 1, head dims 32 and 64, padding lens), masked keys
+ * get exactly zero probability and exactly zero dK / dV, padded key values do
+ * not influence the output, rows of P sum to 1, backward accumulates (+=) into
+ * a prefilled dqkv, central finite differences in double on the reference
+ * path, trust checks. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "ops.h"
+#include "rng.h"
+#include "testlib.h"
+#include "tolerances.h"
+
+static void fill(float *x, size_t n, uint64_t a, double sd) {
+    Rng r;
+    rng_init(&r, 4321, FLIP_RNG_TEST, a, 0);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(sd * rng_normal(&r));
+}
+
+static float *falloc(size_t n) { return flip_malloc((n ? n : 1) * sizeof(float), "test buffer"); }
+
+static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t seed) {
+    int hd = C / H;
+    size_t C3 = 3 * (size_t)C;
+    size_t nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, natt = (size_t)B * H * T * T;
+    float *qkv = falloc(nqkv), *dout = falloc(nout), *pre = falloc(nqkv);
+    float *out = falloc(nout), *outr = falloc(nout), *att = falloc(natt), *attr = falloc(natt);
+    float *dq = falloc(nqkv), *dq0 = flip_calloc(nqkv, sizeof(float), "dq0");
+    float *scr = falloc(natt), *scr2 = falloc(natt);
+    fill(qkv, nqkv, seed + 1, 1.0);
+    fill(dout, nout, seed + 2, 1.0);
+    fill(pre, nqkv, seed + 3, 1.0);
+    char what[200];
+    char tag[96];
+    snprintf(tag, sizeof tag, "B=%d T=%d C=%d H=%d hd=%d lens=%s", B, T, C, H, hd, lens ? "yes" : "NULL");
+
+    attention_forward(out, att, qkv, lens, B, T, C, H);
+    attention_forward_ref(outr, attr, qkv, lens, B, T, C, H);
+    snprintf(what, sizeof what, "attention fwd att %s", tag);
+    test_close_f(what, att, attr, natt, TOL_OP_ATOL, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "attention fwd out %s", tag);
+    test_close_f(what, out, outr, nout, TOL_OP_ATOL, TOL_OP_RTOL);
+
+    /* masked probabilities exactly 0 (fast and ref), rows sum to 1 */
+    size_t n_masked_nonzero = 0, n_masked = 0;
+    double worst_sum = 0.0;
+    for (int b = 0; b < B; b++) {
+        int L = lens ? lens[b] : T;
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                const float *p = att + (((size_t)b * H + h) * T + i) * T;
+                const float *pr = attr + (((size_t)b * H + h) * T + i) * T;
+                double s = 0.0;
+                for (int j = 0; j < T; j++) {
+                    s += p[j];
+                    if (j >= L) {
+                        n_masked++;
+                        if (p[j] != 0.0f || pr[j] != 0.0f) n_masked_nonzero++;
+                    }
+                }
+                if (fabs(s - 1.0) > worst_sum) worst_sum = fabs(s - 1.0);
+            }
+    }
+    TEST_CHECK(n_masked_nonzero == 0, "attention masked keys have P == 0 exactly %s: %zu of %zu nonzero",
+               tag, n_masked_nonzero, n_masked);
+    TEST_CHECK(worst_sum < 1e-5, "attention rows of P sum to 1 %s: worst |sum-1| %.3g", tag, worst_sum);
+
+    /* padded keys' k and v do not influence anything */
+    if (lens) {
+        float *qkv2 = falloc(nqkv), *out2 = falloc(nout), *att2 = falloc(natt);
+        memcpy(qkv2, qkv, nqkv * sizeof(float));
+        for (int b = 0; b < B; b++)
+            for (int t = lens[b]; t < T; t++)
+                for (size_t c = C; c < C3; c++) qkv2[((size_t)b * T + t) * C3 + c] = 1e3f;
+        attention_forward(out2, att2, qkv2, lens, B, T, C, H);
+        int same = memcmp(out2, out, nout * sizeof(float)) == 0 && memcmp(att2, att, natt * sizeof(float)) == 0;
+        TEST_CHECK(same, "attention output independent of padded keys/values %s", tag);
+        flip_free(qkv2); flip_free(out2); flip_free(att2);
+    }
+
+    /* backward: fast into prefilled, ref from zero */
+    memcpy(dq, pre, nqkv * sizeof(float));
+    attention_backward(dq, scr, dout, qkv, att, lens, B, T, C, H);
+    attention_backward_ref(dq0, scr2, dout, qkv, attr, lens, B, T, C, H);
+    double *e = flip_malloc(nqkv * sizeof(double), "expected");
+    for (size_t i = 0; i < nqkv; i++) e[i] = (double)pre[i] + (double)dq0[i];
+    snprintf(what, sizeof what, "attention bwd dqkv (+= prefilled) %s", tag);
+    test_close(what, dq, e, nqkv, TOL_OP_ATOL, TOL_OP_RTOL);
+    /* structural zeros of dqkv: k and v rows of padded keys; and with a single
+     * valid key (L == 1) P is constant, so that sample's dQ and dK vanish */
+    size_t n_struct = 0;
+    for (int b = 0; b < B; b++) {
+        int L = lens ? lens[b] : T;
+        n_struct += (size_t)(T - L) * 2 * C;
+        if (L == 1) n_struct += (size_t)T * C + C;
+    }
+    double zero_frac = (double)n_struct / (double)nqkv + 0.01;
+    snprintf(what, sizeof what, "attention bwd ref dqkv %s", tag);
+    test_trust_grad(what, dq0, nqkv, zero_frac);
+    size_t n_bad = 0, n_chk = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = lens ? lens[b] : T; t < T; t++)
+            for (size_t c = C; c < C3; c++) {
+                size_t i = ((size_t)b * T + t) * C3 + c;
+                n_chk++;
+                if (dq[i] != pre[i] || dq0[i] != 0.0f) n_bad++;
+            }
+    if (lens)
+        TEST_CHECK(n_bad == 0, "attention padded keys get exactly zero dK, dV %s: %zu of %zu changed",
+                   tag, n_bad, n_chk);
+    /* queries at padded positions still get gradient (they produce output) */
+    if (lens) {
+        size_t nz = 0, n = 0;
+        for (int b = 0; b < B; b++)
+            for (int t = lens[b] > 1 ? lens[b] : T; t < T; t++)
+                for (int c = 0; c < C; c++) {
+                    n++;
+                    if (dq0[((size_t)b * T + t) * C3 + c] != 0.0f) nz++;
+                }
+        TEST_CHECK(n == 0 || nz > n / 2, "attention padded queries still get dQ %s: %zu of %zu nonzero", tag, nz, n);
+    }
+    flip_free(e);
+    float *bufs[] = {qkv, dout, pre, out, outr, att, attr, dq, dq0, scr, scr2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
+}
+
+static double ref_loss(const float *qkv, const float *R, float *out, float *att, const int *lens,
+                       int B, int T, int C, int H) {
+    attention_forward_ref(out, att, qkv, lens, B, T, C, H);
+    double L = 0.0;
+    for (size_t i = 0; i < (size_t)B * T * C; i++) L += (double)out[i] * (double)R[i];
+    return L;
+}
+
+static void check_fd(int B, int T, int C, int H, const int *lens) {
+    size_t C3 = 3 * (size_t)C;
+    size_t nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, natt = (size_t)B * H * T * T;
+    float *qkv = falloc(nqkv), *R = falloc(nout), *out = falloc(nout), *att = falloc(natt);
+    float *scr = falloc(natt), *g = flip_calloc(nqkv, sizeof(float), "dqkv");
+    fill(qkv, nqkv, 900, 1.0);
+    fill(R, nout, 901, 1.0);
+    ref_loss(qkv, R, out, att, lens, B, T, C, H);
+    attention_backward_ref(g, scr, R, qkv, att, lens, B, T, C, H);
+    Rng r;
+    rng_init(&r, 11, FLIP_RNG_TEST, 902, 0);
+    const float h = 1e-2f;
+    const char *part[3] = {"q", "k", "v"};
+    for (int k = 0; k < 3; k++) {
+        int n_bad = 0, n_tried = 0;
+        double worst = 0.0;
+        for (int s = 0; s < 30; s++) {
+            size_t row = rng_below(&r, (uint32_t)(B * T));
+            size_t i = row * C3 + (size_t)k * C + rng_below(&r, (uint32_t)C);
+            float orig = qkv[i];
+            float xp = orig + h, xm = orig - h;
+            qkv[i] = xp;
+            double Lp = ref_loss(qkv, R, out, att, lens, B, T, C, H);
+            qkv[i] = xm;
+            double Lm = ref_loss(qkv, R, out, att, lens, B, T, C, H);
+            qkv[i] = orig;
+            double fd = (Lp - Lm) / ((double)xp - (double)xm);
+            double an = g[i];
+            double err = fabs(fd - an);
+            double rel = err / (fabs(an) + 1e-12);
+            if (rel > worst && fabs(an) > TOL_FD_ATOL) worst = rel;
+            if (err > TOL_FD_ATOL + TOL_FD_RTOL * fabs(an)) n_bad++;
+            n_tried++;
+        }
+        TEST_CHECK(n_bad == 0, "attention finite differences d%s (B=%d T=%d C=%d H=%d lens=%s): %d/%d bad, worst rel %.3g",
+                   part[k], B, T, C, H, lens ? "yes" : "NULL", n_bad, n_tried, worst);
+    }
+    float *bufs[] = {qkv, R, out, att, scr, g};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
+}
+
+int main(void) {
+    static const int lens_a[2] = {5, 3};
+    static const int lens_b[3] = {1, 5, 2};
+    static const int lens_text[4] = {32, 7, 19, 1};
+    check_shape(2, 5, 8, 1, lens_a, 10);        /* T = 5 padded, H = 1 */
+    check_shape(3, 5, 64, 2, lens_b, 20);       /* hd 32, a length-1 sample */
+    check_shape(2, 13, 128, 2, NULL, 30);       /* hd 64, odd T */
+    check_shape(1, 1, 64, 1, NULL, 40);         /* T = 1 */
+    check_shape(4, 32, 192, 6, lens_text, 50);  /* text: T = 32, hd 32, padding */
+    check_shape(2, 49, 384, 6, NULL, 60);       /* ViT-S at mask 0.75, hd 64 */
+    check_fd(2, 5, 8, 2, lens_a);
+    check_fd(2, 4, 12, 3, NULL);
+    return test_finish();
+}
