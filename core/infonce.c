@@ -18,8 +18,10 @@
  *
  * Fast path: the B x G logits and the four gradient products are OpenBLAS
  * sgemm calls (single-threaded, split across the OpenMP pool along G or D),
- * fed with the saved probabilities directly, so no scratch is needed. */
+ * fed with the saved probabilities directly, so no scratch is needed.
+ * du may alias dU and dv may alias dV (B == G: one buffer per tower). */
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 
@@ -92,10 +94,10 @@ void infonce_forward(float *loss, float *probs, const float *u, const float *v,
 }
 
 /* sum_g l[b, g] dl[b, g] / k for one row, from the saved softmax: E_p[l] - l_target.
- * When p[target] underflowed to 0 (a loss > ~103) the logits are recomputed. */
+ * When p[target] is denormal or 0 (a loss > ~87) the row's logits are recomputed. */
 static double infonce_row_dt(const float *prow, const float *a, const float *Bm, float s,
                              int G, int D, int target) {
-    if (prow[target] > 0.0f) {
+    if (prow[target] >= FLT_MIN) { /* normal float: log keeps full precision */
         double h = 0.0;
         for (int g = 0; g < G; g++)
             if (prow[g] > 0.0f) h += (double)prow[g] * log((double)prow[g]);
@@ -130,6 +132,8 @@ static double infonce_direction_backward(float *da, float *dBm, const float *p,
                         da[(size_t)b * D + i] -= alpha * Bm[(size_t)(offset + b) * D + i];
             }
         }
+        /* da may alias dBm (single process: du and dU in one buffer) */
+#pragma omp barrier
         if (dBm) {
             split_range(G, id, nt, &lo, &hi);
             if (hi > lo)
