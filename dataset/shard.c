@@ -452,6 +452,7 @@ static int attr_str(hid_t file, const char *name, char *out, size_t out_bytes, c
     if (vl > 0) {
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(t)); /* HDF5 does not convert between charsets */
         char *s = NULL;
         if (H5Aread(a, mt, &s) >= 0 && s) {
             snprintf(out, out_bytes, "%s", s);
@@ -465,6 +466,7 @@ static int attr_str(hid_t file, const char *name, char *out, size_t out_bytes, c
             char *buf = flip_calloc(sz + 1, 1, "string attribute");
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, sz);
+            H5Tset_cset(mt, H5Tget_cset(t));
             if (H5Aread(a, mt, buf) >= 0) {
                 snprintf(out, out_bytes, "%s", buf);
                 rc = 0;
@@ -708,7 +710,7 @@ static void shard_init_empty(Shard *s, const char *path) {
 
 static int finish_open(Shard *s) {
     s->scratch = flip_calloc((size_t)s->meta.T, sizeof(int32_t), "shard token row");
-    s->dctx = shard_dctx_new();
+    s->dctx = NULL; /* created on the first shard_read_sample with an image */
     return 0;
 }
 
@@ -889,6 +891,7 @@ int shard_read_sample(Shard *s, long i, uint8_t *image, int32_t *tokens, int *le
                       size_t eb) {
     if (shard_read_text(s, i, tokens, length, label, err, eb)) return -1;
     if (!image) return 0;
+    if (!s->dctx) s->dctx = shard_dctx_new();
     size_t n_bytes = 0;
     uint32_t mask = 0;
     if (shard_read_image_raw(s, i, &s->raw, &s->raw_cap, &n_bytes, &mask, err, eb)) return -1;
@@ -907,7 +910,7 @@ int shard_read_caption(Shard *s, long i, char *buf, size_t buf_bytes, char *err,
     if (vl > 0) {
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
-        H5Tset_cset(mt, H5T_CSET_UTF8);
+        H5Tset_cset(mt, H5Tget_cset(t));
         char *str = NULL;
         if (read_row((hid_t)s->d_captions, mt, i, 1, 1, &str) < 0) rc = -1;
         else if (str) snprintf(buf, buf_bytes, "%s", str);
@@ -918,6 +921,7 @@ int shard_read_caption(Shard *s, long i, char *buf, size_t buf_bytes, char *err,
         char *tmp = flip_calloc(sz + 1, 1, "caption");
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, sz);
+        H5Tset_cset(mt, H5Tget_cset(t));
         if (read_row((hid_t)s->d_captions, mt, i, 1, 1, tmp) < 0) rc = -1;
         else snprintf(buf, buf_bytes, "%s", tmp);
         H5Tclose(mt);
