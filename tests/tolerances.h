@@ -50,4 +50,29 @@
 #define TOL_GOLDEN_GRAD_ATOL_REL 5e-5
 #define TOL_GOLDEN_GRAD_RTOL 1e-3
 
+/* whole-model FD (tests/core/test_model_grad.c), _ref path, float loss ~ln B:
+ * step 1e-2 (absolute; params are O(0.1-1)); FD error = loss rounding
+ * (~1e-7 x ops depth) / h ~ 1e-5 plus truncation O(h^2 L''') ~ 1e-5 relative. */
+#define TOL_MODEL_FD_STEP 1e-2
+#define TOL_MODEL_FD_ATOL 2e-5
+#define TOL_MODEL_FD_RTOL 1e-2
+/* whole-model fast (oneDNN/sgemm float) vs _ref gradient, per tensor: error
+ * relative to the tensor's largest gradient (small entries are sums that
+ * cancel) plus a relative term. */
+#define TOL_MODEL_FASTREF_ATOL_REL 1e-3
+#define TOL_MODEL_FASTREF_RTOL 1e-3
+#define TOL_MODEL_FASTREF_LOSS 1e-5
+
+/* flip-prep images (tests/dataset/test_image.c): flat 8x8 JPEG blocks at quality
+ * 100, 4:4:4, are one DC coefficient each; YCbCr<->RGB integer conversion and
+ * DC quantisation (step 1 at q100) leave a few LSB. */
+#define TOL_JPEG_FLAT_MAXABS 3
+/* resize fast path (float weights and sums, rounded to uint8) vs the unrounded
+ * double reference: at most 0.5 from rounding plus float error (~1e-4 here). */
+#define TOL_RESIZE_VS_REF 0.501
+/* 1-pixel 0/255 checkerboard shrunk 4x with the triangle filter: every window
+ * holds equal weight on 0s and 255s, so 127.5 rounds to 127 or 128 (measured
+ * 0.5); point sampling would give 0/255 (deviation 127.5). */
+#define TOL_CHECKER_DEV 1.0
+
 #endif
