@@ -75,4 +75,9 @@
  * 0.5); point sampling would give 0/255 (deviation 127.5). */
 #define TOL_CHECKER_DEV 1.0
 
+/* AdamW hand example: params O(1) stored in float (ulp 1.2e-7); the float update
+ * of size ~1e-2 adds < 1e-8, so 1e-6 (8 ulp) separates rounding from a wrong formula
+ * (eps, bias correction or decay mistakes move the result by >= 1e-5). */
+#define TOL_ADAMW_ATOL 1e-6
+
 #endif
