@@ -75,6 +75,7 @@ static const OptDef k_opts[] = {
     {"zeroshot-frequency", L(zeroshot_frequency), 0, BIG, TR, "steps between evaluations (0: only at the end)"},
     {"log-every", L(log_every), 1, BIG, TR, "steps between log lines"},
     {"dump-params", S(dump_params), 0, 0, TR, "write the final parameters as raw float32 (tests)"},
+    {"debug-nan-from-step", L(debug_nan_from_step), 0, BIG, TR, "tests: make gradients non-finite from this 1-based step on (0: off)"},
     {"threads", I(threads), 0, 1024, TR | EV, "OpenMP threads per rank (0: OMP_NUM_THREADS)"},
     {"peak-gflops", D(peak_gflops), 0, 1e9, TR, "per-rank peak GFLOP/s for MFU (0: measure a 1 s matmul)"},
     {"bucket-mb", D(bucket_mb), 0.001, 4096, TR, "gradient all-reduce bucket size in MB"},

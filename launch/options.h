@@ -56,6 +56,7 @@ typedef struct {
     long zeroshot_frequency;       /* steps between evaluations (0: only at the end) */
     long log_every;                /* steps between log lines */
     char dump_params[OPT_PATH];    /* write final params as raw float32 (tests) */
+    long debug_nan_from_step;      /* tests: poison gradients from this step on (0: off) */
     /* machine */
     int threads;                   /* OpenMP threads per rank (0: leave as is) */
     double peak_gflops;            /* per-rank peak for MFU (0: measure) */

@@ -1,0 +1,582 @@
+/* train.c — the flip-train loop and flip-eval driver (see train.h; DESIGN §3,
+ * §5; docs/distributed.md). Collective throughout: every rank runs the same
+ * code on the same decisions (all derived from all-reduced values), so no rank
+ * ever waits in a collective the others skipped. User errors are agreed on by
+ * all ranks before anyone returns, and printed once by rank 0. */
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "comm.h"
+#include "common.h"
+#include "eval.h"
+#include "loader.h"
+#include "metrics.h"
+#include "model.h"
+#include "ops.h"
+
+static volatile sig_atomic_t g_signal = 0;
+
+static void on_signal(int sig) { g_signal = sig; }
+
+void train_install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    FLIP_CHECK(sigaction(SIGTERM, &sa, NULL) == 0, "sigaction(SIGTERM) failed: %s", strerror(errno));
+    FLIP_CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "sigaction(SIGUSR1) failed: %s", strerror(errno));
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* rank 0 prints one line "prog: message" */
+static void say(const char *prog, const char *fmt, ...) FLIP_PRINTF(2, 3);
+static void say(const char *prog, const char *fmt, ...) {
+    if (comm_rank() != 0) return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: %s\n", prog, msg);
+    fflush(stderr);
+}
+
+/* every rank learns whether every rank succeeded */
+static int all_ok(int ok) {
+    comm_allreduce_min_int(&ok, 1);
+    return ok;
+}
+
+static int mkdir_p(const char *path, char *err, size_t eb) {
+    char tmp[OPT_PATH + 500];
+    if (strlen(path) >= sizeof tmp) {
+        snprintf(err, eb, "folder name too long: %.200s...", path);
+        return -1;
+    }
+    memcpy(tmp, path, strlen(path) + 1);
+    for (char *p = tmp + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
+                snprintf(err, eb, "cannot create folder %s: %s (check --logs)", tmp, strerror(errno));
+                return -1;
+            }
+            *p = c;
+            if (!c) break;
+        }
+    }
+    return 0;
+}
+
+/* Model config from the preset, the shards' metadata and explicit overrides. */
+static int resolve_model(const Options *o, const ShardMeta *meta, const char *shard, FlipConfig *cfg, char *err,
+                         size_t eb) {
+    if (flip_config_preset(cfg, o->model) != 0) {
+        snprintf(err, eb, "--model: unknown preset '%s' (known: %s)", o->model, flip_config_preset_names());
+        return -1;
+    }
+    if (meta->H != meta->W) {
+        snprintf(err, eb, "%s: images are %dx%d; flip needs square images (re-run flip-prep with --image-size)", shard,
+                 meta->H, meta->W);
+        return -1;
+    }
+#define MATCH(flag, val, shardval, what)                                                                   \
+    if ((val) != 0 && (val) != (shardval)) {                                                               \
+        snprintf(err, eb, "--" flag " %d does not match %s (" what " %d): omit the flag or re-run flip-prep", \
+                 (val), shard, (shardval));                                                                \
+        return -1;                                                                                         \
+    }
+    MATCH("image-size", o->image_size, meta->H, "image size")
+    MATCH("channels", o->channels, meta->C, "channels")
+    MATCH("context", o->context, meta->T, "text length T")
+    MATCH("vocab-size", o->vocab_size, meta->vocab_size, "vocab_size")
+#undef MATCH
+    cfg->image_size = meta->H;
+    cfg->channels = meta->C;
+    cfg->context = meta->T;
+    cfg->vocab = meta->vocab_size;
+    for (int c = 0; c < 3; c++) {
+        cfg->mean[c] = meta->mean[c < meta->C ? c : 0];
+        cfg->std[c] = meta->std[c < meta->C ? c : 0];
+    }
+    char msg[256];
+    const char *bad = flip_config_check(cfg, msg, sizeof msg);
+    if (bad) {
+        snprintf(err, eb, "--model %s with the shards' %dx%dx%d images (%s): %s", o->model, meta->H, meta->W, meta->C,
+                 shard, bad);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    const Options *o;
+    int rank, world, B, G;
+    FlipModel m;
+    char run_dir[OPT_PATH + 400], ckpt_dir[OPT_PATH + 420];
+    char config_text[16384];
+    long adam_step;
+    int bad_in_row;
+    Metrics mt;
+} Train;
+
+static void save_checkpoint(Train *t, long steps_done) {
+    if (t->rank == 0) {
+        CheckpointState st;
+        memset(&st, 0, sizeof st);
+        st.step = steps_done;
+        st.adam_step = t->adam_step;
+        st.samples_seen = steps_done * (long)t->G;
+        st.data_cursor = steps_done;
+        st.seed = t->o->seed;
+        st.world_size = t->world;
+        st.global_batch = t->G;
+        st.bad_in_row = t->bad_in_row;
+        snprintf(st.config, sizeof st.config, "%s", t->config_text);
+        char path[OPT_PATH + 460];
+        checkpoint_path(path, sizeof path, t->ckpt_dir, steps_done);
+        checkpoint_save(path, &t->m, &st);
+        const char *base = strrchr(path, '/');
+        checkpoint_set_latest(t->ckpt_dir, base ? base + 1 : path);
+        checkpoint_prune(t->ckpt_dir, t->o->save_keep);
+    }
+    comm_barrier(); /* the file exists for every rank once this returns */
+}
+
+static void run_evals(Train *t, long step, int N_train) {
+    const Options *o = t->o;
+    char err[2048];
+    if (o->zeroshot_data[0]) {
+        ZeroShotResult zr;
+        if (eval_zeroshot(&t->m, o->zeroshot_data, o->classnames, o->templates, o->vocab, o->eval_batch_size, &zr,
+                          err, sizeof err) == 0) {
+            char fields[256], human[256];
+            snprintf(fields, sizeof fields, "\"n\":%ld,\"classes\":%d,\"top1\":%.6f,\"top5\":%.6f", zr.n, zr.n_classes,
+                     zr.top1, zr.top5);
+            snprintf(human, sizeof human, "top-1 %.2f%% top-5 %.2f%% (%ld images, %d classes)", 100 * zr.top1,
+                     100 * zr.top5, zr.n, zr.n_classes);
+            metrics_log_eval(&t->mt, step, "zeroshot", fields, human);
+        } else {
+            say("flip-train", "zero-shot evaluation skipped: %s", err);
+        }
+    }
+    if (o->val_data[0]) {
+        RetrievalResult rr;
+        if (eval_retrieval(&t->m, o->val_data, o->eval_batch_size, &rr, err, sizeof err) == 0) {
+            char fields[320], human[256];
+            snprintf(fields, sizeof fields,
+                     "\"n\":%ld,\"i2t_r1\":%.6f,\"i2t_r5\":%.6f,\"i2t_r10\":%.6f,\"t2i_r1\":%.6f,\"t2i_r5\":%.6f,"
+                     "\"t2i_r10\":%.6f",
+                     rr.n, rr.i2t[0], rr.i2t[1], rr.i2t[2], rr.t2i[0], rr.t2i[1], rr.t2i[2]);
+            snprintf(human, sizeof human, "image->text R@1/5/10 %.1f/%.1f/%.1f%%, text->image %.1f/%.1f/%.1f%% (%ld pairs)",
+                     100 * rr.i2t[0], 100 * rr.i2t[1], 100 * rr.i2t[2], 100 * rr.t2i[0], 100 * rr.t2i[1],
+                     100 * rr.t2i[2], rr.n);
+            metrics_log_eval(&t->mt, step, "retrieval", fields, human);
+        } else {
+            say("flip-train", "retrieval evaluation skipped: %s", err);
+        }
+    }
+    flip_model_plan(&t->m, t->B, N_train);
+}
+
+static void dump_params(const FlipModel *m, const char *path) {
+    FILE *f = fopen(path, "wb");
+    FLIP_CHECK(f != NULL, "--dump-params %s: cannot create (%s)", path, strerror(errno));
+    FLIP_CHECK(fwrite(m->params, sizeof(float), m->n_params, f) == m->n_params, "--dump-params %s: write failed",
+               path);
+    FLIP_CHECK(fclose(f) == 0, "--dump-params %s: close failed", path);
+}
+
+int train_run(const Options *o) {
+    const char *P = "flip-train";
+    Train tr;
+    memset(&tr, 0, sizeof tr);
+    Train *t = &tr;
+    t->o = o;
+    t->rank = comm_rank();
+    t->world = comm_size();
+    char err[8192] = "";
+
+    /* ---- batch sizes */
+    if (o->global_batch_size) {
+        if (o->global_batch_size % t->world != 0) {
+            say(P, "--global-batch-size %d is not divisible by the %d ranks", o->global_batch_size, t->world);
+            return FLIP_EXIT_USAGE;
+        }
+        if (o->batch_size && o->batch_size * t->world != o->global_batch_size) {
+            say(P, "--batch-size %d x %d ranks != --global-batch-size %d: give only one", o->batch_size, t->world,
+                o->global_batch_size);
+            return FLIP_EXIT_USAGE;
+        }
+        t->B = o->global_batch_size / t->world;
+    } else {
+        t->B = o->batch_size;
+    }
+    t->G = t->B * t->world;
+
+    /* ---- data */
+    LoaderConfig lc;
+    memset(&lc, 0, sizeof lc);
+    lc.spec = o->train_data;
+    lc.batch_size = t->B;
+    lc.rank = t->rank;
+    lc.world = t->world;
+    lc.seed = o->seed;
+    lc.augment = o->augment;
+    lc.skip_bad = o->skip_bad;
+    lc.prefetch = 2;
+    Loader *ld = loader_open(&lc, err, sizeof err);
+    if (!all_ok(ld != NULL)) {
+        say(P, "--train-data: %s", ld ? "failed on another rank" : err);
+        if (ld) loader_close(ld);
+        return FLIP_EXIT_ERROR;
+    }
+    const ShardMeta *meta = loader_meta(ld);
+    long spe = loader_steps_per_epoch(ld);
+    if (spe < 1) {
+        say(P, "--train-data %s holds %ld samples, fewer than one global batch of %d", o->train_data,
+            loader_num_samples(ld), t->G);
+        loader_close(ld);
+        return FLIP_EXIT_ERROR;
+    }
+    long total = o->epochs > 0 ? (long)ceil(o->epochs * (double)spe) : (o->train_samples + t->G - 1) / t->G;
+    long tune = (o->unmasked_tune_samples + t->G - 1) / t->G;
+    if (total < 1) total = 1;
+    if (tune > total) {
+        say(P, "--unmasked-tune-samples %ld is more than the whole run (%ld samples)", o->unmasked_tune_samples,
+            total * t->G);
+        loader_close(ld);
+        return FLIP_EXIT_USAGE;
+    }
+
+    /* ---- model */
+    FlipConfig cfg;
+    int rc = resolve_model(o, meta, loader_shard_path(ld, 0), &cfg, err, sizeof err);
+    if (rc) {
+        say(P, "%s", err);
+        loader_close(ld);
+        return strncmp(err, "--", 2) == 0 ? FLIP_EXIT_USAGE : FLIP_EXIT_ERROR;
+    }
+    const int Np = flip_config_num_patches(&cfg);
+    const int N_mask = flip_config_num_kept(&cfg, (float)o->mask_ratio);
+    const int D = cfg.embed_dim;
+    flip_model_init(&t->m, &cfg, o->seed);
+    FlipModel *m = &t->m;
+    const ParamTensor *ls = flip_model_find(m, "logit_scale");
+    FLIP_CHECK(ls != NULL, "model has no logit_scale tensor");
+
+    /* ---- run folder, resolved config */
+    snprintf(t->run_dir, sizeof t->run_dir, "%s/%s", o->logs, o->name);
+    snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%.1300s/checkpoints", t->run_dir);
+    options_format(o, OPT_PROG_TRAIN, t->config_text, sizeof t->config_text);
+    rc = 0;
+    if (t->rank == 0) {
+        rc = mkdir_p(t->ckpt_dir, err, sizeof err);
+        if (!rc) {
+            char path[OPT_PATH + 460];
+            snprintf(path, sizeof path, "%.1300s/config.txt", t->run_dir);
+            FILE *f = fopen(path, "w");
+            if (!f) {
+                snprintf(err, sizeof err, "cannot write %s: %s", path, strerror(errno));
+                rc = -1;
+            } else {
+                fprintf(f, "# flip-train resolved configuration (%d ranks, B %d per rank, G %d)\n%s", t->world, t->B,
+                        t->G, t->config_text);
+                fprintf(f, "# model: %s image %d channels %d patch %d width %d depth %d heads %d text %dx%d heads %d "
+                           "vocab %d T %d D %d (Np %d, kept %d)\n",
+                        cfg.name, cfg.image_size, cfg.channels, cfg.patch, cfg.width, cfg.depth, cfg.heads,
+                        cfg.text_width, cfg.text_depth, cfg.text_heads, cfg.vocab, cfg.context, cfg.embed_dim, Np,
+                        N_mask);
+                fclose(f);
+            }
+        }
+    }
+    if (!all_ok(rc == 0)) {
+        say(P, "%s", rc ? err : "cannot create the run folder");
+        flip_model_free(m);
+        loader_close(ld);
+        return FLIP_EXIT_ERROR;
+    }
+
+    /* ---- resume */
+    long start = 0;
+    if (o->resume[0]) {
+        char path[OPT_PATH + 460];
+        CheckpointState st;
+        rc = checkpoint_resolve(o->resume, t->ckpt_dir, path, sizeof path, err, sizeof err);
+        int fresh = rc != 0 && strcmp(o->resume, "latest") == 0;
+        if (fresh) {
+            say(P, "--resume latest: no checkpoint in %s yet, starting from step 0", t->ckpt_dir);
+            rc = 0;
+        } else if (rc == 0) {
+            rc = checkpoint_load(path, m, 1, &st, err, sizeof err);
+            if (rc == 0 && st.seed != o->seed) {
+                snprintf(err, sizeof err, "%s: written with --seed %llu, this run has --seed %llu", path,
+                         (unsigned long long)st.seed, (unsigned long long)o->seed);
+                rc = -1;
+            }
+            if (rc == 0 && st.global_batch != t->G) {
+                snprintf(err, sizeof err, "%s: written with global batch %d, this run has %d", path, st.global_batch,
+                         t->G);
+                rc = -1;
+            }
+            if (rc == 0) {
+                start = st.step;
+                t->adam_step = st.adam_step;
+                t->bad_in_row = st.bad_in_row;
+                if (st.world_size != t->world)
+                    say(P, "note: %s was written by %d ranks, resuming on %d (equal up to float summation order, "
+                           "not bit for bit)", path, st.world_size, t->world);
+                say(P, "resumed from %s at step %ld", path, start);
+            }
+        }
+        if (!all_ok(rc == 0)) {
+            say(P, "--resume: %s", rc ? err : "failed on another rank");
+            flip_model_free(m);
+            loader_close(ld);
+            return FLIP_EXIT_ERROR;
+        }
+    }
+
+    /* ---- step buffers (setup: the step itself never allocates) */
+    int N_cur = start >= total - tune ? Np : N_mask;
+    flip_model_plan(m, t->B, N_cur);
+    GradBuckets *gb = comm_buckets_init(m->grads, m->tensors, m->n_tensors, o->bucket_mb);
+    float *U = flip_malloc(sizeof(float) * (size_t)t->G * D, "gathered image embeddings");
+    float *V = flip_malloc(sizeof(float) * (size_t)t->G * D, "gathered text embeddings");
+    float *dU = flip_malloc(sizeof(float) * (size_t)t->G * D, "dU");
+    float *dV = flip_malloc(sizeof(float) * (size_t)t->G * D, "dV");
+    float *probs = flip_malloc(sizeof(float) * 2 * (size_t)t->B * t->G, "InfoNCE probabilities");
+    int32_t *keep = flip_malloc(sizeof(int32_t) * (size_t)t->B * Np, "kept patch indices");
+    Schedule sched;
+    memset(&sched, 0, sizeof sched);
+    sched.kind = strcmp(o->lr_scheduler, "const") == 0            ? FLIP_SCHED_CONST
+                 : strcmp(o->lr_scheduler, "const-cooldown") == 0 ? FLIP_SCHED_CONST_COOLDOWN
+                                                                  : FLIP_SCHED_COSINE;
+    sched.base_lr = (float)o->lr;
+    sched.warmup_steps = o->warmup;
+    sched.total_steps = total;
+    sched.min_lr = (float)o->min_lr;
+    sched.cooldown_steps = o->cooldown_steps;
+    AdamWConfig opt = {0.0f, (float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->wd};
+
+    double peak = o->peak_gflops;
+    if (peak <= 0) {
+        peak = metrics_peak_gflops(1.0);
+        double p = peak;
+        comm_allreduce_sum_f64(&p, 1);
+        peak = p / t->world;
+    }
+    double iso = t->world > 1 ? comm_buckets_measure_isolated(gb, 3) : 0.0;
+    metrics_open(&t->mt, t->run_dir, t->rank);
+    if (t->rank == 0)
+        fprintf(stderr,
+                "flip-train: %d ranks x B %d = G %d, %ld steps (%ld per epoch, %ld unmasked), model %s %ld params, "
+                "mask %.2f (N %d of %d), peak %.1f GFLOP/s per rank, %d grad buckets (%.1f ms all-reduce alone)\n",
+                t->world, t->B, t->G, total, spe, tune, cfg.name, (long)m->n_params, o->mask_ratio, N_mask, Np, peak,
+                comm_buckets_stats(gb).n_buckets, 1e3 * iso);
+
+    loader_seek(ld, start);
+    int rank_off = t->rank * t->B;
+    long skipped = 0, win_steps = 0, win_images = 0;
+    double win_t0 = now_s(), win_wait = 0, win_flops = 0, wait_total = 0;
+    long wait_steps = 0;
+    int exit_code = FLIP_EXIT_OK;
+    long step = start;
+    for (; step < total; step++) {
+        /* ---- step boundary: signals (any rank's flag stops all) */
+        int sig = (int)g_signal;
+        comm_allreduce_max_int(&sig, 1);
+        if (sig) {
+            save_checkpoint(t, step);
+            say(P, "received %s: checkpoint saved at step %ld, exiting", sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM", step);
+            break;
+        }
+        int N = step >= total - tune ? Np : N_mask;
+        if (N != N_cur) {
+            say(P, "step %ld: unmasked tuning (mask 0) for the last %ld steps", step, total - step);
+            flip_model_plan(m, t->B, N);
+            N_cur = N;
+        }
+        const LoaderBatch *bt = loader_next(ld);
+        FLIP_CHECK(bt->B == t->B && bt->step == step, "loader returned batch of step %ld (B %d), expected %ld (B %d)",
+                   bt->step, bt->B, step, t->B);
+        if (N < Np)
+            for (int b = 0; b < t->B; b++)
+                flip_mask_keep(keep + (size_t)b * N, o->seed, step, (uint64_t)(rank_off + b), Np, N);
+
+        flip_model_zero_grad(m);
+        comm_buckets_reset(gb);
+        flip_model_forward(m, bt->images, N < Np ? keep : NULL, bt->tokens, bt->lens);
+        comm_allgather_rows(U, m->img_emb, t->B, D);
+        comm_allgather_rows(V, m->txt_emb, t->B, D);
+        float tparam = m->params[ls->offset], loss = 0.0f, dt = 0.0f;
+        infonce_forward(&loss, probs, m->img_emb, m->txt_emb, U, V, tparam, t->B, t->G, D, rank_off);
+        memset(m->dimg_emb, 0, sizeof(float) * (size_t)t->B * D);
+        memset(m->dtxt_emb, 0, sizeof(float) * (size_t)t->B * D);
+        memset(dU, 0, sizeof(float) * (size_t)t->G * D);
+        memset(dV, 0, sizeof(float) * (size_t)t->G * D);
+        infonce_backward(m->dimg_emb, m->dtxt_emb, dU, dV, &dt, 1.0f, probs, m->img_emb, m->txt_emb, U, V, tparam,
+                         t->B, t->G, D, rank_off);
+        comm_reduce_scatter_rows(m->dimg_emb, dU, t->B, D);
+        comm_reduce_scatter_rows(m->dtxt_emb, dV, t->B, D);
+        if (o->debug_nan_from_step > 0 && step + 1 >= o->debug_nan_from_step && t->rank == 0)
+            m->dimg_emb[0] = NAN; /* test hook: one rank's gradient goes bad; the all-reduce spreads it */
+        m->grads[ls->offset] += dt;
+        flip_model_backward(m, m->dimg_emb, m->dtxt_emb, comm_buckets_ready, gb);
+        comm_buckets_wait(gb);
+        double l = loss;
+        comm_allreduce_sum_f64(&l, 1);
+        double gnorm = flip_model_grad_norm(m); /* of the summed gradient: equal on every rank */
+        GradBucketStats bs = comm_buckets_stats(gb);
+        win_wait += bs.last_wait_seconds;
+        wait_total += bs.last_wait_seconds;
+        wait_steps++;
+        float lr = schedule_lr(&sched, step);
+        if (!isfinite(l) || !isfinite(gnorm)) {
+            skipped++;
+            t->bad_in_row++;
+            say(P, "step %ld: non-finite %s (loss %g, grad norm %g): step skipped (%d in a row)", step + 1,
+                isfinite(l) ? "gradient" : "loss", l, gnorm, t->bad_in_row);
+            if (t->bad_in_row >= o->max_bad_steps) {
+                say(P, "stopping: %d non-finite steps in a row (--max-bad-steps %d); lower --lr, raise --warmup or "
+                       "set --grad-clip-norm, then --resume latest", t->bad_in_row, o->max_bad_steps);
+                exit_code = FLIP_EXIT_ERROR;
+                step++;
+                break;
+            }
+        } else {
+            t->bad_in_row = 0;
+            float scale = 1.0f;
+            if (o->grad_clip_norm > 0 && gnorm > o->grad_clip_norm) scale = (float)(o->grad_clip_norm / gnorm);
+            opt.lr = lr;
+            t->adam_step++;
+            flip_model_adamw(m, &opt, scale, t->adam_step);
+        }
+        long done = step + 1;
+        win_steps++;
+        win_images += t->G;
+        win_flops += flip_config_train_flops(&cfg, N == Np ? 0.0f : (float)o->mask_ratio) * t->G;
+        if (done % o->log_every == 0 || done == total) {
+            double dtw = now_s() - win_t0;
+            MetricsRow r;
+            memset(&r, 0, sizeof r);
+            r.step = done;
+            r.total_steps = total;
+            r.samples = done * (long)t->G;
+            r.loss = l;
+            r.lr = lr;
+            r.logit_scale = exp((double)m->params[ls->offset]);
+            r.grad_norm = gnorm;
+            r.images_per_s = dtw > 0 ? (double)win_images / dtw : 0;
+            r.mfu = dtw > 0 ? win_flops / dtw / (peak * 1e9 * t->world) : 0;
+            r.eta_s = win_steps ? dtw / (double)win_steps * (double)(total - done) : 0;
+            r.mask_ratio = N == Np ? 0.0 : o->mask_ratio;
+            r.comm_wait_s = win_wait / (double)win_steps;
+            r.skipped = skipped;
+            metrics_log_step(&t->mt, &r);
+            win_t0 = now_s();
+            win_steps = win_images = 0;
+            win_wait = win_flops = 0;
+        }
+        int at_end = done == total;
+        int stop = o->stop_at_step > 0 && done == o->stop_at_step;
+        if ((o->save_frequency > 0 && done % o->save_frequency == 0) || at_end || stop) save_checkpoint(t, done);
+        if ((o->zeroshot_frequency > 0 && done % o->zeroshot_frequency == 0 && !at_end) ||
+            (at_end && (o->zeroshot_data[0] || o->val_data[0])))
+            run_evals(t, done, N_cur);
+        if (stop && !at_end) {
+            say(P, "--stop-at-step %ld reached: checkpoint saved, exiting", done);
+            step++;
+            break;
+        }
+    }
+    if (t->rank == 0 && wait_steps > 0 && t->world > 1) {
+        double mean_wait = wait_total / (double)wait_steps;
+        fprintf(stderr, "flip-train: gradient all-reduce %.2f ms/step alone, %.2f ms/step waited after backward: "
+                        "%.0f%% hidden behind backward\n",
+                1e3 * iso, 1e3 * mean_wait, iso > 0 ? 100.0 * fmax(0.0, 1.0 - mean_wait / iso) : 0.0);
+    }
+    if (o->dump_params[0] && t->rank == 0 && exit_code == FLIP_EXIT_OK) dump_params(m, o->dump_params);
+    comm_barrier();
+    metrics_close(&t->mt);
+    comm_buckets_free(gb);
+    flip_free(U); flip_free(V); flip_free(dU); flip_free(dV); flip_free(probs); flip_free(keep);
+    flip_model_free(m);
+    loader_close(ld);
+    return exit_code;
+}
+
+int eval_run(const Options *o) {
+    const char *P = "flip-eval";
+    char err[4096] = "";
+    FlipConfig cfg;
+    CheckpointState st;
+    int rc = checkpoint_read_info(o->checkpoint, &cfg, &st, err, sizeof err);
+    if (!all_ok(rc == 0)) {
+        say(P, "--checkpoint: %s", rc ? err : "failed on another rank");
+        return FLIP_EXIT_ERROR;
+    }
+    FlipModel m;
+    flip_model_init(&m, &cfg, st.seed);
+    rc = checkpoint_load(o->checkpoint, &m, 0, &st, err, sizeof err);
+    if (!all_ok(rc == 0)) {
+        say(P, "--checkpoint: %s", rc ? err : "failed on another rank");
+        flip_model_free(&m);
+        return FLIP_EXIT_ERROR;
+    }
+    say(P, "%s: step %ld, model %s (%ld params)", o->checkpoint, st.step, cfg.name, (long)m.n_params);
+    int exit_code = FLIP_EXIT_OK;
+    if (o->zeroshot_data[0]) {
+        ZeroShotResult zr;
+        if (eval_zeroshot(&m, o->zeroshot_data, o->classnames, o->templates, o->vocab, o->eval_batch_size, &zr, err,
+                          sizeof err) == 0) {
+            if (comm_rank() == 0)
+                printf("{\"eval\":\"zeroshot\",\"checkpoint\":\"%s\",\"step\":%ld,\"n\":%ld,\"classes\":%d,"
+                       "\"top1\":%.6f,\"top5\":%.6f}\n",
+                       o->checkpoint, st.step, zr.n, zr.n_classes, zr.top1, zr.top5);
+            say(P, "zero-shot top-1 %.2f%% top-5 %.2f%% on %ld images (%d classes)", 100 * zr.top1, 100 * zr.top5,
+                zr.n, zr.n_classes);
+        } else {
+            say(P, "%s", err);
+            exit_code = FLIP_EXIT_ERROR;
+        }
+    }
+    if (o->val_data[0] && exit_code == FLIP_EXIT_OK) {
+        RetrievalResult rr;
+        if (eval_retrieval(&m, o->val_data, o->eval_batch_size, &rr, err, sizeof err) == 0) {
+            if (comm_rank() == 0)
+                printf("{\"eval\":\"retrieval\",\"checkpoint\":\"%s\",\"step\":%ld,\"n\":%ld,\"i2t_r1\":%.6f,"
+                       "\"i2t_r5\":%.6f,\"i2t_r10\":%.6f,\"t2i_r1\":%.6f,\"t2i_r5\":%.6f,\"t2i_r10\":%.6f}\n",
+                       o->checkpoint, st.step, rr.n, rr.i2t[0], rr.i2t[1], rr.i2t[2], rr.t2i[0], rr.t2i[1],
+                       rr.t2i[2]);
+            say(P, "retrieval image->text R@1/5/10 %.1f/%.1f/%.1f%%, text->image %.1f/%.1f/%.1f%% (%ld pairs)",
+                100 * rr.i2t[0], 100 * rr.i2t[1], 100 * rr.i2t[2], 100 * rr.t2i[0], 100 * rr.t2i[1], 100 * rr.t2i[2],
+                rr.n);
+        } else {
+            say(P, "%s", err);
+            exit_code = FLIP_EXIT_ERROR;
+        }
+    }
+    fflush(stdout);
+    flip_model_free(&m);
+    return exit_code;
+}
