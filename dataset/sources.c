@@ -901,7 +901,16 @@ static int tar_next(Source *s, SourceItem *item, char *err, size_t err_bytes) {
                          (unsigned long long)size, (is_image ? TAR_MAX_IMAGE_BYTES : TAR_MAX_TEXT_BYTES) >> 20);
             }
             if (is_image) a->has_image = 1;
-            if (tar_skip(s, size + tar_pad(size)) != 0) goto truncated;
+            if (tar_skip(s, size + tar_pad(size)) != 0) {
+                if (is_image || is_text) goto truncated;
+                /* an ignored member (json, ...) is cut: the sample stands, the
+                 * cut tar is reported as the next item */
+                snprintf(s->corrupt_msg, sizeof s->corrupt_msg, "%s: truncated inside member '%.300s' (the tar ends early)",
+                         s->files.items[s->file_i], name);
+                tar_close_file(s);
+                tar_emit(s, item);
+                return 1;
+            }
             a->bytes_in += size;
             continue;
         }
