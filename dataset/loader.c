@@ -34,6 +34,8 @@ enum { SLOT_EMPTY = 0, SLOT_READY = 1, SLOT_HELD = 2 };
 typedef struct {
     LoaderBatch b;
     int state;
+    int failed;     /* the producer could not fill this batch: err says why */
+    char err[1400];
 } Slot;
 
 struct Loader {
@@ -285,7 +287,8 @@ static int read_one(Loader *l, LoaderBatch *bt, int b, uint64_t idx, char *err, 
     return shard_decode_image(s, i, l->raw, n_bytes, mask, dst, l->dctx, err, eb);
 }
 
-static void fill_batch(Loader *l, LoaderBatch *bt, long step) {
+/* 0, or -1 with a one-line message in msg (a bad sample without skip_bad) */
+static int fill_batch(Loader *l, LoaderBatch *bt, long step, char *msg, size_t msg_bytes) {
     const long spe = l->steps_per_epoch;
     const int B = l->cfg.batch_size;
     long epoch = step / spe, j = step % spe;
@@ -307,8 +310,11 @@ static void fill_batch(Loader *l, LoaderBatch *bt, long step) {
                        l->total, l->n_shards, err);
             idx = l->perm[(pos + tries) % l->total];
             if (read_one(l, bt, b, idx, err, sizeof err) == 0) break;
-            if (!l->cfg.skip_bad)
-                FLIP_FATAL("%s (step %ld; rerun with skip_bad to replace bad samples, or re-create the shard)", err, step);
+            if (!l->cfg.skip_bad) {
+                seterr(msg, msg_bytes, "%s (step %ld; re-create the shard, or let the loader skip bad samples)", err,
+                       step);
+                return -1;
+            }
             l->n_skipped++;
             if (l->n_warned < LOADER_MAX_WARN) {
                 l->n_warned++;
@@ -324,6 +330,7 @@ static void fill_batch(Loader *l, LoaderBatch *bt, long step) {
         }
     }
     bt->n_skipped_total = l->n_skipped;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- thread */
@@ -337,11 +344,13 @@ static void *producer_main(void *arg) {
         while (!l->stop && sl->state != SLOT_EMPTY) pthread_cond_wait(&l->cv_prod, &l->mu);
         if (l->stop) break;
         pthread_mutex_unlock(&l->mu);
-        fill_batch(l, &sl->b, step);
+        int rc = fill_batch(l, &sl->b, step, sl->err, sizeof sl->err);
         pthread_mutex_lock(&l->mu);
+        sl->failed = rc != 0;
         sl->state = SLOT_READY;
         l->next_produce = step + 1;
         pthread_cond_broadcast(&l->cv_cons);
+        if (rc) break; /* the consumer reports it (on its own thread: MPI_Abort is called from there) */
     }
     pthread_mutex_unlock(&l->mu);
     return NULL;
@@ -360,7 +369,10 @@ static void stop_thread(Loader *l) {
 void loader_seek(Loader *l, long step) {
     FLIP_CHECK(step >= 0, "loader_seek: negative step %ld", step);
     stop_thread(l);
-    for (int i = 0; i < l->n_slots; i++) l->slots[i].state = SLOT_EMPTY;
+    for (int i = 0; i < l->n_slots; i++) {
+        l->slots[i].state = SLOT_EMPTY;
+        l->slots[i].failed = 0;
+    }
     l->held = -1;
     l->next_produce = l->next_consume = step;
     l->stop = 0;
@@ -380,6 +392,10 @@ const LoaderBatch *loader_next(Loader *l) {
     int k = (int)(l->next_consume % l->n_slots);
     Slot *sl = &l->slots[k];
     while (sl->state != SLOT_READY) pthread_cond_wait(&l->cv_cons, &l->mu);
+    if (sl->failed) {
+        pthread_mutex_unlock(&l->mu);
+        FLIP_FATAL("%s", sl->err);
+    }
     sl->state = SLOT_HELD;
     l->held = k;
     l->next_consume++;

@@ -17,7 +17,9 @@
  *     vocab_size, bad length) is replaced by the next readable sample in the
  *     epoch's order (positions p+1, p+2, ... wrapping), a rule that depends only
  *     on the position, so every rank count produces the same stream. Without
- *     skip_bad such a sample is fatal (FLIP_FATAL naming file and sample).
+ *     skip_bad such a sample is fatal: loader_next calls FLIP_FATAL naming the
+ *     file and sample — on the caller's thread, so the MPI abort hook runs on
+ *     the thread that owns MPI (MPI_THREAD_FUNNELED).
  *
  * The prefetch thread reads and decompresses the next `prefetch` batches into
  * a bounded queue. It never calls MPI. HDF5 calls are serialized by shard.c's

@@ -1,7 +1,7 @@
 /* shard.c — flip shard format v1: writer, validating reader (see shard.h).
  *
- * Writer: /images chunks are compressed here (one zstd frame per image, the
- * 32015 filter's format) and stored with H5Dwrite_chunk; the row datasets
+ * Writer: /images chunks are compressed here (one zstd frame per image with
+ * content size and checksum, the 32015 filter's format) and stored with H5Dwrite_chunk; the row datasets
  * (/tokens, /lengths, /labels, /captions) are buffered SHARD_ROWS_PER_CHUNK rows
  * at a time and written through HDF5 (the in-process filter compresses them).
  * All datasets are extendible along n; the file is "<path>.tmp" until
@@ -207,7 +207,8 @@ ShardWriter *shard_writer_open(const char *path, const ShardMeta *meta, int zstd
     FLIP_CHECK(w->cctx, "shard writer: ZSTD_createCCtx failed");
     FLIP_CHECK(!ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, w->level)),
                "shard writer: bad zstd level %d", w->level);
-    FLIP_CHECK(!ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1)),
+    FLIP_CHECK(!ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1)) &&
+                   !ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1)),
                "shard writer: zstd parameter");
     w->cbuf_bytes = ZSTD_compressBound(w->image_bytes);
     w->cbuf = flip_malloc(w->cbuf_bytes, "shard writer chunk buffer");

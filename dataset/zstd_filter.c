@@ -73,9 +73,17 @@ size_t zstd_filter_apply(unsigned flags, size_t cd_nelmts, const unsigned cd_val
     if (level < 1) level = 1;
     if (level > ZSTD_maxCLevel()) level = ZSTD_maxCLevel();
     size_t cap = ZSTD_compressBound(nbytes);
-    void *out = H5allocate_memory(cap, 0);
-    if (!out) return 0;
-    size_t got = ZSTD_compress(out, cap, *buf, nbytes, level);
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    void *out = cctx ? H5allocate_memory(cap, 0) : NULL;
+    if (!out) {
+        ZSTD_freeCCtx(cctx);
+        return 0;
+    }
+    /* a content checksum makes silent corruption of a chunk a read error */
+    size_t got = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(got)) got = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+    if (!ZSTD_isError(got)) got = ZSTD_compress2(cctx, out, cap, *buf, nbytes);
+    ZSTD_freeCCtx(cctx);
     if (ZSTD_isError(got)) {
         H5free_memory(out);
         return 0;

@@ -2,7 +2,9 @@
  *
  * Format: each filtered chunk is one or more plain zstd frames (ZSTD_compress
  * output) holding the chunk's bytes; cd_values[0] is the compression level
- * (default 3, clamped to zstd's range). This is the format of the filter
+ * (default 3, clamped to zstd's range). Frames we write carry zstd's content
+ * checksum (standard zstd, decoded by every implementation), so a flipped byte
+ * in a stored chunk is a read error instead of silently wrong data. This is the format of the filter
  * registered with The HDF Group as 32015 and implemented by hdf5plugin and
  * HDF's hdf5_plugins, so h5py + hdf5plugin read our shards and we read theirs.
  *
