@@ -1,7 +1,7 @@
 #!/bin/bash
 # test_fuzz_tokenizer.sh — builds tests/dataset/fuzz_tokenizer.c with clang
 # -fsanitize=fuzzer,address,undefined and runs it for a bounded time
-# (FLIP_FUZZ_SECONDS, default 20) from a small seed corpus. Any crash,
+# (FLIP_FUZZ_SECONDS, default 15) from a small seed corpus. Any crash,
 # sanitizer report or invariant violation fails the test (libFuzzer exits
 # non-zero and leaves the crashing input in the work folder, printed below).
 set -euo pipefail
@@ -24,7 +24,7 @@ cd "$out"
 rm -f crash-* leak-* timeout-* oom-*
 set +e
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-  ./fuzz_tokenizer -max_total_time="${FLIP_FUZZ_SECONDS:-20}" -max_len=2048 -timeout=10 \
+  ./fuzz_tokenizer -max_total_time="${FLIP_FUZZ_SECONDS:-15}" -max_len=2048 -timeout=10 \
   -rss_limit_mb=1024 -print_final_stats=1 corpus > fuzz.log 2>&1
 rc=$?
 set -e
@@ -36,4 +36,4 @@ if [ "$rc" -ne 0 ]; then
   done
   exit 1
 fi
-echo "fuzz_tokenizer: no crash in ${FLIP_FUZZ_SECONDS:-20} s"
+echo "fuzz_tokenizer: no crash in ${FLIP_FUZZ_SECONDS:-15} s"
