@@ -18,6 +18,7 @@
  */
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "common.h"
@@ -77,6 +78,65 @@ static void bmm(float *dst, Layout dl, const float *src, Layout sl, const float 
     flip_matmul(&s, dst, src, wei, NULL);
 }
 
+/* Row kernels, compiled for AVX-512 / AVX2 / baseline and picked at load time
+ * (GCC function multi-versioning), so they vectorise without -march=native.
+ * exp: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes degree-6
+ * polynomial (relative error ~1 ulp), 2^n by exponent bits; inputs are
+ * x - max <= 0, clamped below at -87 (exp(-87) ~ 1.6e-38, negligible next to
+ * the row sum >= 1). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FLIP_ROW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FLIP_ROW_CLONES
+#endif
+
+static inline float exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
+    float r = x - n * 0.693145751953125f;   /* ln2 high part: n * hi exact */
+    r = r - n * 1.428606765330187045e-06f;  /* ln2 low part */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* row (T) of scores -> probabilities over the first L keys, exact 0 after */
+FLIP_ROW_CLONES
+static void softmax_row_masked(float *row, int L, int T) {
+    float mx = -FLT_MAX;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < L; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < L; j++) {
+        float e = exp_neg(row[j] - mx);
+        row[j] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+#pragma omp simd
+    for (int j = 0; j < L; j++) row[j] *= inv;
+    for (int j = L; j < T; j++) row[j] = 0.0f;
+}
+
+/* d (T) holds dP on entry, dS = p * (dP - sum(dP * p)) on exit */
+FLIP_ROW_CLONES
+static void dsoftmax_row(float *d, const float *p, int T) {
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int j = 0; j < T; j++) dot += p[j] * d[j];
+#pragma omp simd
+    for (int j = 0; j < T; j++) d[j] = p[j] * (d[j] - dot);
+}
+
 void attention_forward(float *out, float *att, const float *qkv, const int *lens,
                        int B, int T, int C, int H) {
     check_dims("attention_forward", lens, B, T, C, H);
@@ -89,19 +149,7 @@ void attention_forward(float *out, float *att, const float *qkv, const int *lens
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < n_rows; r++) {
         int b = (int)(r / ((long)H * T));
-        int L = lens ? lens[b] : T;
-        float *row = att + (size_t)r * T;
-        float mx = -FLT_MAX;
-        for (int j = 0; j < L; j++) mx = row[j] > mx ? row[j] : mx;
-        float sum = 0.0f;
-        for (int j = 0; j < L; j++) {
-            float e = expf(row[j] - mx);
-            row[j] = e;
-            sum += e;
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < L; j++) row[j] *= inv;
-        for (int j = L; j < T; j++) row[j] = 0.0f;
+        softmax_row_masked(att + (size_t)r * T, lens ? lens[b] : T, T);
     }
     /* out = P v, written into (B, T, C) */
     bmm(out, LAY_BTC, att, LAY_ATT, qkv + 2 * (size_t)C, LAY_QKV, 1.0f, 0, B, T, C, H);
@@ -119,13 +167,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
     /* dS = P * (dP - rowsum(dP * P)), in place; masked columns have P = 0 */
     long n_rows = (long)B * H * T;
 #pragma omp parallel for schedule(static)
-    for (long r = 0; r < n_rows; r++) {
-        const float *p = att + (size_t)r * T;
-        float *d = scratch + (size_t)r * T;
-        float dot = 0.0f;
-        for (int j = 0; j < T; j++) dot += p[j] * d[j];
-        for (int j = 0; j < T; j++) d[j] = p[j] * (d[j] - dot);
-    }
+    for (long r = 0; r < n_rows; r++) dsoftmax_row(scratch + (size_t)r * T, att + (size_t)r * T, T);
     /* dQ += s dS K ; dK += s dS^T Q */
     bmm(dqkv, LAY_QKV, scratch, LAY_ATT, qkv + C, LAY_QKV, scale, 1, B, T, C, H);
     bmm(dqkv + C, LAY_QKV, scratch, LAY_ATT_T, qkv, LAY_QKV, scale, 1, B, T, C, H);
