@@ -201,7 +201,22 @@ struct Source {
     int n_classes;
     char **templates;
     int n_templates;
+    /* progress */
+    uint64_t *file_bytes; /* (files.n) sizes on disk */
+    double total_bytes;
 };
+
+double source_fraction(const Source *s) {
+    if (s->kind == SOURCE_IDX) return s->idx_n ? (double)s->next_index / (double)s->idx_n : 1.0;
+    if (s->total_bytes <= 0) return 0.0;
+    double done = 0;
+    for (int i = 0; i < s->file_i && (size_t)i < s->files.n; i++) done += (double)s->file_bytes[i];
+    if (s->fp) done += (double)ftell(s->fp);
+    else if (s->gz) done += (double)gzoffset(s->gz);
+    else if (s->file_i >= 0) done += (double)s->file_bytes[s->file_i];
+    double f = done / s->total_bytes;
+    return f < 0 ? 0 : f > 1 ? 1 : f;
+}
 
 int source_n_files(const Source *s) { return (int)s->files.n; }
 const char *source_file(const Source *s, int i) { return i >= 0 && (size_t)i < s->files.n ? s->files.items[i] : NULL; }
@@ -966,6 +981,12 @@ Source *source_open(const SourceConfig *cfg, char *err, size_t err_bytes) {
             }
         }
     }
+    s->file_bytes = flip_calloc(s->files.n ? s->files.n : 1, sizeof(uint64_t), "input sizes");
+    for (size_t i = 0; i < s->files.n; i++) {
+        struct stat st;
+        if (stat(s->files.items[i], &st) == 0) s->file_bytes[i] = (uint64_t)st.st_size;
+        s->total_bytes += (double)s->file_bytes[i];
+    }
     return s;
 }
 
@@ -1023,5 +1044,6 @@ void source_close(Source *s) {
     if (s->classes) free_lines(s->classes, s->n_classes);
     if (s->templates) free_lines(s->templates, s->n_templates);
     brace_list_free(&s->files);
+    flip_free(s->file_bytes);
     flip_free(s);
 }

@@ -95,6 +95,9 @@ Source *source_open(const SourceConfig *cfg, char *err, size_t err_bytes);
 int source_next(Source *s, SourceItem *item, char *err, size_t err_bytes);
 void source_item_free(SourceItem *item);
 void source_close(Source *s);
+/* Fraction of the input consumed so far, in [0, 1] (by bytes for csv/tsv/tar,
+ * by samples for idx): for progress lines and ETAs. Same thread as source_next. */
+double source_fraction(const Source *s);
 /* Number of expanded input files and their names (valid until source_close). */
 int source_n_files(const Source *s);
 const char *source_file(const Source *s, int i);
