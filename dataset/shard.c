@@ -468,6 +468,7 @@ static int attr_str(hid_t file, const char *name, char *out, size_t out_bytes, c
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, sz);
             H5Tset_cset(mt, H5Tget_cset(t));
+            H5Tset_strpad(mt, H5T_STR_NULLPAD); /* keep all sz bytes (numpy S-strings are null-padded) */
             if (H5Aread(a, mt, buf) >= 0) {
                 snprintf(out, out_bytes, "%s", buf);
                 rc = 0;
@@ -923,6 +924,7 @@ int shard_read_caption(Shard *s, long i, char *buf, size_t buf_bytes, char *err,
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, sz);
         H5Tset_cset(mt, H5Tget_cset(t));
+        H5Tset_strpad(mt, H5T_STR_NULLPAD);
         if (read_row((hid_t)s->d_captions, mt, i, 1, 1, tmp) < 0) rc = -1;
         else snprintf(buf, buf_bytes, "%s", tmp);
         H5Tclose(mt);
