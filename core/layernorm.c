@@ -14,21 +14,35 @@
 
 #include "ops.h"
 
+/* Row reductions with 8 independent partial sums: a single float add chain
+ * is latency bound (and cannot be reordered without -ffast-math); 8 lanes let
+ * the compiler use vector adds. */
+#define LN_LANES 8
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int M, int C) {
     // out (M, C), mean (M), rstd (M), inp (M, C), weight (C), bias (C)
+    const int C8 = C - C % LN_LANES;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < M; r++) {
         const float *x = inp + (size_t)r * C;
         float *y = out + (size_t)r * C;
+        float acc[LN_LANES] = {0};
+        for (int i = 0; i < C8; i += LN_LANES)
+            for (int j = 0; j < LN_LANES; j++) acc[j] += x[i + j];
         float s = 0.0f;
-        for (int i = 0; i < C; i++) s += x[i];
+        for (int i = C8; i < C; i++) s += x[i];
+        for (int j = 0; j < LN_LANES; j++) s += acc[j];
         float mu = s / (float)C;
+        float vacc[LN_LANES] = {0};
+        for (int i = 0; i < C8; i += LN_LANES)
+            for (int j = 0; j < LN_LANES; j++) {
+                float d = x[i + j] - mu;
+                vacc[j] += d * d;
+            }
         float v = 0.0f;
-        for (int i = 0; i < C; i++) {
-            float d = x[i] - mu;
-            v += d * d;
-        }
+        for (int i = C8; i < C; i++) v += (x[i] - mu) * (x[i] - mu);
+        for (int j = 0; j < LN_LANES; j++) v += vacc[j];
         float rs = 1.0f / sqrtf(v / (float)C + FLIP_LN_EPS);
         for (int i = 0; i < C; i++) y[i] = (x[i] - mu) * rs * weight[i] + bias[i];
         mean[r] = mu;
@@ -44,19 +58,31 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *weight, int M, int C) {
     // dinp (M, C), dweight (C), dbias (C), dout (M, C), inp (M, C), mean/rstd (M)
     if (dinp) {
+        const int C8 = C - C % LN_LANES;
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < M; r++) {
             const float *x = inp + (size_t)r * C;
             const float *dy = dout + (size_t)r * C;
             float *dx = dinp + (size_t)r * C;
             float mu = mean[r], rs = rstd[r];
+            float ag[LN_LANES] = {0}, agx[LN_LANES] = {0};
+            for (int i = 0; i < C8; i += LN_LANES)
+                for (int j = 0; j < LN_LANES; j++) {
+                    float g = dy[i + j] * weight[i + j];
+                    ag[j] += g;
+                    agx[j] += g * (x[i + j] - mu);
+                }
             float sg = 0.0f, sgx = 0.0f;
-            for (int i = 0; i < C; i++) {
+            for (int i = C8; i < C; i++) {
                 float g = dy[i] * weight[i];
                 sg += g;
-                sgx += g * (x[i] - mu) * rs;
+                sgx += g * (x[i] - mu);
             }
-            float mg = sg / (float)C, mgx = sgx / (float)C;
+            for (int j = 0; j < LN_LANES; j++) {
+                sg += ag[j];
+                sgx += agx[j];
+            }
+            float mg = sg / (float)C, mgx = sgx * rs / (float)C;
             for (int i = 0; i < C; i++) {
                 float xh = (x[i] - mu) * rs;
                 dx[i] += rs * (dy[i] * weight[i] - mg - xh * mgx);
