@@ -177,7 +177,8 @@ static int read_str(hid_t f, const char *path, const char *name, char *out, size
         size_t sz = H5Tget_size(ft);
         char *buf = flip_calloc(sz + 1, 1, "checkpoint string attribute");
         hid_t mt = H5Tcopy(H5T_C_S1);
-        if (mt >= 0 && H5Tset_size(mt, sz) >= 0 && H5Aread(a, mt, buf) >= 0) {
+        if (mt >= 0 && H5Tset_size(mt, sz) >= 0 && H5Tset_cset(mt, H5Tget_cset(ft)) >= 0 &&
+            H5Tset_strpad(mt, H5Tget_strpad(ft)) >= 0 && H5Aread(a, mt, buf) >= 0) {
             snprintf(out, n, "%s", buf);
             rc = 0;
         }
