@@ -727,5 +727,17 @@ int main(void) {
 
     EXPECT_FATAL("posemb_sincos_2d C=6 (not a multiple of 4)",
                  do { float t6[6]; posemb_sincos_2d(t6, 1, 1, 6); } while (0));
+    {
+        float pin[2 * 3 * 4] = {0}, pout[2 * 4];
+        int bad_lens[2] = {3, 0};
+        EXPECT_FATAL("meanpool lens[1] = 0", meanpool_forward(pout, pin, bad_lens, 2, 3, 4));
+        int32_t bad_keep[2 * 2] = {0, 2, 3, 1}; /* sample 1 not ascending */
+        float gin[2 * 4 * 1] = {0}, gout[2 * 2 * 1];
+        EXPECT_FATAL("keep_gather keep not ascending",
+                     keep_gather_forward(gout, gin, bad_keep, 2, 4, 2, 1));
+        int32_t far_keep[2] = {0, 4}; /* index == Np */
+        EXPECT_FATAL("keep_gather keep index >= Np",
+                     keep_gather_forward(gout, gin, far_keep, 1, 4, 2, 1));
+    }
     return test_finish();
 }
