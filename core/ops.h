@@ -128,7 +128,8 @@ void embedding_backward_ref(float *dwte, float *dwpe, const float *dout,
  * posemb_sincos_2d: table (Np, C) fixed 2-D sin-cos (MAE): C % 4 == 0,
  *   omega_k = 1 / 10000^(k / (C/4)), k < C/4; row n = (py, px):
  *   [sin(px w), cos(px w), sin(py w), cos(py w)] each C/4 wide.
- * posemb_add_kept: x (B, N, C) += table[keep[b, n]] (no gradient: fixed). */
+ * posemb_add_kept: x (B, N, C) += table[keep[b, n]] (no gradient: fixed).
+ * keep == NULL means all patches in order (requires N == Np). */
 void patchify_forward(float *out, const uint8_t *images, const float *mean, const float *std,
                       int B, int S, int Ci, int p);
 void patchify_forward_ref(float *out, const uint8_t *images, const float *mean,
@@ -159,7 +160,7 @@ void posemb_add_kept(float *x, const float *table, const int32_t *keep, int B, i
  * rows; dU, dV (G, D) gradient w.r.t. the gathered matrices (to be summed back
  * to their owners with a reduce-scatter and added to du, dv); dt (scalar).
  * With B == G, offset 0 this is the single-process loss and
- * du + dU, dv + dV are the full gradients. */
+ * du + dU, dv + dV are the full gradients (du may alias dU, dv may alias dV). */
 void infonce_forward(float *loss, float *probs, const float *u, const float *v,
                      const float *U, const float *V, float t, int B, int G, int D, int offset);
 void infonce_backward(float *du, float *dv, float *dU, float *dV, float *dt, float dloss,
