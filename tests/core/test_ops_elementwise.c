@@ -628,6 +628,16 @@ static void test_patch(int B, int S, int Ci, int p, int N) {
     snprintf(what, sizeof what, "keep_gather B=%d Np=%d N=%d dinp", B, Np, N);
     test_trust_grad(what, sxr, nx, 1.0 - (double)N / Np + 0.01);
 
+    if (N == Np) { /* keep == NULL: all patches in order */
+        patchify_kept_forward(kept, img, NULL, mean, stdv, B, S, Ci, p, N);
+        snprintf(what, sizeof what, "patchify_kept keep=NULL B=%d == patchify", B);
+        test_close_f(what, kept, outr, n_out, TOL_OP_ATOL, TOL_OP_RTOL);
+        keep_gather_forward(gath, outr, NULL, B, Np, N, P);
+        test_close_f("keep_gather keep=NULL is a copy", gath, outr, n_out, 0.0, 0.0);
+        memset(sx, 0, nx * sizeof(float));
+        keep_gather_backward(sx, x, NULL, B, Np, N, X);
+        test_close_f("keep_gather_backward keep=NULL adds dout", sx, x, nx, 0.0, 0.0);
+    }
     float *bufs[] = {out, outr, kept, gath, gathr, x, gx, dy, sx, sxr, base};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
     flip_free(keep);
@@ -671,6 +681,14 @@ static void test_posemb(int gh, int gw, int C) {
     char what[96];
     snprintf(what, sizeof what, "posemb_add_kept %dx%d C=%d", gh, gw, C);
     test_close_f(what, x, want, (size_t)B * N * C, 0.0, 0.0);
+    /* keep == NULL: sample b row n gets table row n */
+    float *xa = fbuf((size_t)2 * Np * C), *wa = fbuf((size_t)2 * Np * C);
+    for (size_t i = 0; i < (size_t)2 * Np * C; i++) wa[i] = tab[i % ((size_t)Np * C)];
+    posemb_add_kept(xa, tab, NULL, 2, Np, C);
+    snprintf(what, sizeof what, "posemb_add_kept keep=NULL %dx%d C=%d", gh, gw, C);
+    test_close_f(what, xa, wa, (size_t)2 * Np * C, 0.0, 0.0);
+    flip_free(xa);
+    flip_free(wa);
     flip_free(keep);
     flip_free(x);
     flip_free(want);
