@@ -543,7 +543,6 @@ int eval_run(const Options *o) {
         flip_model_free(&m);
         return FLIP_EXIT_ERROR;
     }
-    say(P, "%s: step %ld, model %s (%ld params)", o->checkpoint, st.step, cfg.name, (long)m.n_params);
     int exit_code = FLIP_EXIT_OK;
     if (o->zeroshot_data[0]) {
         ZeroShotResult zr;
