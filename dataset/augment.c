@@ -4,8 +4,8 @@
  * Resampling: bilinear, half-pixel centres (align_corners = false): output
  * pixel o of n maps to source coordinate x0 + (o + 0.5) * w / n - 0.5, clamped
  * to the box; rounding to nearest. Weights per output column/row are computed
- * once per image, then one pass over the output. No allocation beyond two
- * small index/weight tables on the stack-free heap path (flip_malloc). */
+ * once per image (fixed-size tables on the stack: no allocation), then one
+ * pass over the output. */
 #include "augment.h"
 
 #include <math.h>
@@ -63,10 +63,13 @@ static void axis_table(int *i0, float *frac, int n, int lo, int len) {
 }
 
 void augment_apply(uint8_t *out, const uint8_t *in, int H, int W, int C, const AugmentBox *box) {
-    int *yi = flip_malloc(sizeof(int) * (size_t)(H + W), "augment index table");
-    float *yf = flip_malloc(sizeof(float) * (size_t)(H + W), "augment weight table");
-    int *xi = yi + H;
-    float *xf = yf + H;
+    FLIP_CHECK(H >= 1 && W >= 1 && H <= AUGMENT_MAX_SIDE && W <= AUGMENT_MAX_SIDE,
+               "augment: image %dx%d outside [1, %d]", H, W, AUGMENT_MAX_SIDE);
+    FLIP_CHECK(box->h >= 1 && box->w >= 1 && box->y0 >= 0 && box->x0 >= 0 && box->y0 + box->h <= H &&
+                   box->x0 + box->w <= W,
+               "augment: crop box (%d, %d, %d, %d) outside the %dx%d image", box->y0, box->x0, box->h, box->w, H, W);
+    int yi[AUGMENT_MAX_SIDE], xi[AUGMENT_MAX_SIDE];
+    float yf[AUGMENT_MAX_SIDE], xf[AUGMENT_MAX_SIDE];
     axis_table(yi, yf, H, box->y0, box->h);
     axis_table(xi, xf, W, box->x0, box->w);
     const size_t row = (size_t)W * C;
@@ -90,8 +93,6 @@ void augment_apply(uint8_t *out, const uint8_t *in, int H, int W, int C, const A
             }
         }
     }
-    flip_free(yi);
-    flip_free(yf);
 }
 
 void augment_image(uint8_t *out, const uint8_t *in, int H, int W, int C, Rng *r) {

@@ -16,6 +16,7 @@
 
 #define AUGMENT_SCALE_MIN 0.4
 #define AUGMENT_SCALE_MAX 1.0
+#define AUGMENT_MAX_SIDE 4096 /* = SHARD_MAX_HW */
 
 /* The crop box chosen for an H x W image: rows [y0, y0+h), cols [x0, x0+w). */
 typedef struct {
