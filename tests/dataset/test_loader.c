@@ -18,6 +18,7 @@
 #include "dataset/shard_fixture.h"
 #include "loader.h"
 #include "testlib.h"
+#include "tolerances.h"
 
 enum { H = 8, W = 6, C = 3, T = 8, V = 500, TOTAL = 100 };
 static const long shard_n[3] = {37, 50, 13};
@@ -291,7 +292,7 @@ static void check_augment(void) {
             double e = fabs(rout[y * w + x] - want);
             if (e > max_err) max_err = e;
         }
-    TEST_CHECK(max_err <= 0.5 + 1e-9, "bilinear 2x upsample of a linear ramp: max error %.3f <= 0.5 (rounding)", max_err);
+    TEST_CHECK(max_err <= TOL_AUG_BILINEAR, "bilinear 2x upsample of a linear ramp: max error %.3f <= 0.5 (rounding)", max_err);
     /* box statistics over many draws */
     Rng r;
     rng_init(&r, 5, FLIP_RNG_TEST, 0, 0);
@@ -303,12 +304,12 @@ static void check_augment(void) {
         double s = (double)b.h * b.w / (HH * WW), ar = (double)b.w / b.h;
         if (s < min_scale) min_scale = s;
         if (s > max_scale) max_scale = s;
-        out_of_range += b.y0 < 0 || b.x0 < 0 || b.y0 + b.h > HH || b.x0 + b.w > WW || ar < 0.74 || ar > 1.35;
+        out_of_range += b.y0 < 0 || b.x0 < 0 || b.y0 + b.h > HH || b.x0 + b.w > WW || ar < TOL_AUG_ASPECT_LO || ar > TOL_AUG_ASPECT_HI;
         flips += b.flip;
     }
-    TEST_CHECK(out_of_range == 0 && min_scale >= 0.39 && min_scale < 0.45 && max_scale > 0.9 && max_scale <= 1.0,
+    TEST_CHECK(out_of_range == 0 && min_scale >= TOL_AUG_SCALE_MIN && min_scale < 0.45 && max_scale > 0.9 && max_scale <= 1.0,
                "4000 boxes inside the image, aspect in [3/4, 4/3], area scale in [%.3f, %.3f]", min_scale, max_scale);
-    TEST_CHECK(abs(flips - N / 2) < 4 * (int)sqrt(N / 4.0), "flip rate %d / %d ~ 1/2 (within 4 sigma)", flips, N);
+    TEST_CHECK(fabs(flips - N / 2.0) < TOL_AUG_FLIP_SIGMAS * sqrt(N / 4.0), "flip rate %d / %d ~ 1/2 (within 4 sigma)", flips, N);
     /* a constant image stays constant under any box */
     uint8_t cst[h * w * c];
     memset(cst, 77, sizeof cst);
