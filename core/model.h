@@ -118,7 +118,11 @@ void flip_model_forward(FlipModel *m, const uint8_t *images, const int32_t *keep
  * backward reports logit_scale ready first. */
 void flip_model_backward(FlipModel *m, const float *dimg, const float *dtxt,
                          FlipGradReadyFn ready, void *ctx);
-/* Image-only / text-only forward for evaluation (unmasked, planned B, N = Np). */
+/* The image half of flip_model_forward alone (masked as planned; text
+ * activations untouched): tests re-run one tower per perturbation. */
+void flip_model_forward_image(FlipModel *m, const uint8_t *images, const int32_t *keep);
+/* Image-only / text-only forward for evaluation (unmasked, planned B, N = Np).
+ * encode_text works for any plan (the text tower has no patch mask). */
 void flip_model_encode_image(FlipModel *m, const uint8_t *images, float *out /* (B, D) */);
 void flip_model_encode_text(FlipModel *m, const int32_t *tokens, const int *lens, float *out);
 
