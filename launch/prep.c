@@ -1014,7 +1014,15 @@ static int run_shards(const PrepConfig *c, const SourceConfig *sc) {
         fputc('\n', stderr);
     }
     if (rc) {
-        /* the unfinished shard stays <name>.tmp: a re-run redoes it */
+        /* the unfinished shard is not kept: the writer has no abort, so close
+         * it (which renames <name>.tmp) and remove the file; it is in no
+         * manifest, and a re-run redoes it */
+        if (w) {
+            char path[4400];
+            snprintf(path, sizeof path, "%s/%s", c->output, cur.file);
+            shard_writer_close(w);
+            unlink(path);
+        }
         fprintf(stderr, "flip-prep: %s\n", fatal);
     } else {
         if (w) { /* the last, partial shard */

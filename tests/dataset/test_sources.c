@@ -47,7 +47,10 @@ static int read_all(Source *s, SourceItem *items, int max, char *err, size_t err
     for (;;) {
         SourceItem it;
         int r = source_next(s, &it, err, err_bytes);
-        if (r < 0) return -1;
+        if (r < 0) {
+            for (int i = 0; i < n; i++) source_item_free(&items[i]);
+            return -1;
+        }
         if (r == 0) return n;
         if (n < max) items[n++] = it;
         else source_item_free(&it);
