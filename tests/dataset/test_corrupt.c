@@ -345,7 +345,8 @@ static void check_data_corruption(void) {
             cfg.rank = r;
             ls[r] = loader_open(&cfg, err, sizeof err);
         }
-        long skipped = 0, has5 = 0, dup = 0, ids_hash = 0;
+        long skipped = 0, has5 = 0, dup = 0;
+        uint64_t ids_hash = 0;
         int seen[N] = {0};
         for (long k = 0; k < N / G; k++)
             for (int r = 0; r < world; r++) {
@@ -355,10 +356,10 @@ static void check_data_corruption(void) {
                     uint64_t g = b->sample_ids[j];
                     has5 += g == 5;
                     if (g < N && seen[g]++) dup++;
-                    ids_hash = ids_hash * 31 + (long)g;
+                    ids_hash = ids_hash * 31 + g;
                 }
             }
-        static long ref_hash = 0;
+        static uint64_t ref_hash = 0;
         if (world == 1) ref_hash = ids_hash;
         TEST_CHECK(skipped == 1 && has5 == 0 && dup == 1 && ids_hash == ref_hash,
                    "skip_bad, world %d: 1 skip counted, sample 5 replaced by the next in epoch order (same stream as world 1)",
