@@ -329,6 +329,49 @@ static void test_tar(void) {
     source_close(s);
 }
 
+/* bit flips anywhere in a tar: items or one unreadable item, never a crash */
+static void test_tar_flips(void) {
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/s0.tar", g_dir);
+    size_t n;
+    int e;
+    uint8_t *orig = source_read_file(path, &n, &e);
+    if (!orig) {
+        TEST_CHECK(0, "tar flips: cannot read %s", path);
+        return;
+    }
+    uint8_t *copy = flip_malloc(n, "tar copy");
+    uint32_t x = 12345;
+    int n_items = 0, n_unreadable = 0, n_fatal = 0;
+    snprintf(path, sizeof path, "%s/flip.tar", g_dir);
+    for (int it = 0; it < 200; it++) {
+        memcpy(copy, orig, n);
+        for (int k = 0; k < 3; k++) {
+            x = x * 1664525u + 1013904223u;
+            size_t pos = (x >> 8) % n;
+            x = x * 1664525u + 1013904223u;
+            copy[pos] ^= (uint8_t)(1u << ((x >> 8) % 8));
+        }
+        write_file("flip.tar", copy, n);
+        Source *s = open1(SOURCE_TAR, path, err, sizeof err);
+        if (!s) { n_fatal++; continue; }
+        for (;;) {
+            SourceItem item;
+            int r = source_next(s, &item, err, sizeof err);
+            if (r < 0) { n_fatal++; break; }
+            if (r == 0) break;
+            n_items++;
+            if (item.skip == SKIP_UNREADABLE) n_unreadable++;
+            source_item_free(&item);
+        }
+        source_close(s);
+    }
+    flip_free(copy);
+    flip_free(orig);
+    TEST_CHECK(n_fatal == 0 && n_items > 0 && n_unreadable > 0,
+               "200 bit-flipped tars read without a crash or fatal error (%d items, %d unreadable)", n_items, n_unreadable);
+}
+
 static void put_be32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
 }
@@ -467,6 +510,7 @@ int main(void) {
     test_utf8();
     test_csv();
     test_tar();
+    test_tar_flips();
     test_idx();
     int rc = test_finish();
     if (rc == 0) sh("rm -rf %s", g_dir);
