@@ -9,11 +9,16 @@
  * Masked keys have P = 0, hence dS = 0 in their column: dK and dV of padded
  * positions receive exactly zero.
  *
- * Fast path: every product is one batched oneDNN matmul over (B, H) with 4-D
- * strided descriptors, so q, k, v are read in place from qkv (B, T, 3C) — dims
- * (B, H, T, hd), strides (T*3C, hd, 3C, 1) — k^T and P^T are transposed
- * strides, out and dqkv are written in place (dqkv with a sum post-op, i.e.
- * +=). The masked softmax and the dS step are OpenMP loops over rows.
+ * Fast path: one OpenMP loop over the B*H (sample, head) pairs; each pair runs
+ * its products as oneDNN sgemm calls (single-threaded inside the loop) on the
+ * head's columns read in place from qkv (B, T, 3C) — row stride 3C, k^T and
+ * P^T by the transpose flags, no copies — with the masked softmax / dS rows in
+ * between while the (T, T) block is still in cache; out and dqkv are written in
+ * place (dqkv with beta = 1, i.e. +=). Only the L = lens[b] valid keys enter
+ * the products, so padding costs nothing and padded keys' dK, dV are never
+ * touched. Measured against one batched 4-D strided oneDNN matmul per product
+ * (the first version): 5-20 % faster (bench_ops, 1 thread, ViT-S and tiny
+ * shapes), mostly from keeping S/P in cache between the products.
  * Reference twins: plain loops with double accumulation.
  */
 #include <float.h>
@@ -34,48 +39,6 @@ static void check_dims(const char *fn, const int *lens, int B, int T, int C, int
                        "%s: sample %d has length %d, outside [1, %d]; fix the token lengths",
                        fn, b, lens[b], T);
     }
-}
-
-/* Describes a (B, H, rows, cols) operand by its four strides. */
-static void set4(dnnl_dim_t *dims, dnnl_dim_t *strides, int B, int H, int rows, int cols,
-                 dnnl_dim_t sb, dnnl_dim_t sh, dnnl_dim_t sr, dnnl_dim_t sc) {
-    dims[0] = B; dims[1] = H; dims[2] = rows; dims[3] = cols;
-    strides[0] = sb; strides[1] = sh; strides[2] = sr; strides[3] = sc;
-}
-
-/* Operand layouts (element strides). */
-typedef enum {
-    LAY_QKV,    /* (B, H, T, hd) inside qkv / dqkv rows of 3C */
-    LAY_QKV_T,  /* (B, H, hd, T) transposed view of the same */
-    LAY_BTC,    /* (B, H, T, hd) inside out / dout rows of C */
-    LAY_ATT,    /* (B, H, T, T) dense */
-    LAY_ATT_T   /* (B, H, T, T) transposed */
-} Layout;
-
-static void set_layout(dnnl_dim_t *dims, dnnl_dim_t *strides, Layout lay, int B, int T, int C,
-                       int H) {
-    int hd = C / H;
-    dnnl_dim_t C3 = 3 * (dnnl_dim_t)C, TT = (dnnl_dim_t)T * T;
-    switch (lay) {
-    case LAY_QKV: set4(dims, strides, B, H, T, hd, T * C3, hd, C3, 1); break;
-    case LAY_QKV_T: set4(dims, strides, B, H, hd, T, T * C3, hd, 1, C3); break;
-    case LAY_BTC: set4(dims, strides, B, H, T, hd, (dnnl_dim_t)T * C, hd, C, 1); break;
-    case LAY_ATT: set4(dims, strides, B, H, T, T, H * TT, TT, T, 1); break;
-    case LAY_ATT_T: set4(dims, strides, B, H, T, T, H * TT, TT, 1, T); break;
-    }
-}
-
-/* dst = alpha * src @ wei (+= when accumulate), batched over (B, H). */
-static void bmm(float *dst, Layout dl, const float *src, Layout sl, const float *wei, Layout wl,
-                float alpha, int accumulate, int B, int T, int C, int H) {
-    FlipMatmulSpec s;
-    flip_matmul_spec_init(&s, 4);
-    set_layout(s.src_dims, s.src_strides, sl, B, T, C, H);
-    set_layout(s.wei_dims, s.wei_strides, wl, B, T, C, H);
-    set_layout(s.dst_dims, s.dst_strides, dl, B, T, C, H);
-    s.alpha = alpha;
-    s.accumulate = accumulate;
-    flip_matmul(&s, dst, src, wei, NULL);
 }
 
 /* Row kernels, compiled for AVX-512 / AVX2 / baseline and picked at load time
@@ -137,40 +100,60 @@ static void dsoftmax_row(float *d, const float *p, int T) {
     for (int j = 0; j < T; j++) d[j] = p[j] * (d[j] - dot);
 }
 
+/* oneDNN's row-major sgemm: C = alpha op(A) op(B) + beta C. Called inside the
+ * OpenMP loop over (b, h), where it runs single-threaded on its thread. */
+static void sgemm(char ta, char tb, int m, int n, int k, float alpha, const float *A, size_t lda,
+                  const float *Bm, size_t ldb, float beta, float *Cm, size_t ldc) {
+    DNNL_CHECK(dnnl_sgemm(ta, tb, m, n, k, alpha, A, (dnnl_dim_t)lda, Bm, (dnnl_dim_t)ldb, beta,
+                          Cm, (dnnl_dim_t)ldc));
+}
+
 void attention_forward(float *out, float *att, const float *qkv, const int *lens,
                        int B, int T, int C, int H) {
     check_dims("attention_forward", lens, B, T, C, H);
     int hd = C / H;
+    size_t C3 = 3 * (size_t)C;
     float scale = (float)(1.0 / sqrt((double)hd));
-    /* S = s q k^T  -> att */
-    bmm(att, LAY_ATT, qkv, LAY_QKV, qkv + C, LAY_QKV_T, scale, 0, B, T, C, H);
-    /* masked softmax over keys, in place */
-    long n_rows = (long)B * H * T;
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < n_rows; r++) {
-        int b = (int)(r / ((long)H * T));
-        softmax_row_masked(att + (size_t)r * T, lens ? lens[b] : T, T);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        int L = lens ? lens[b] : T;
+        const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hd; /* (T, hd), row stride 3C */
+        const float *k = q + C, *v = q + 2 * (size_t)C;
+        float *P = att + (size_t)bh * T * T;                       /* (T, T) */
+        /* S[:, :L] = s q k[:L]^T */
+        sgemm('N', 'T', T, L, hd, scale, q, C3, k, C3, 0.0f, P, T);
+        for (int i = 0; i < T; i++) softmax_row_masked(P + (size_t)i * T, L, T);
+        /* out (T, hd), row stride C = P[:, :L] v[:L] */
+        sgemm('N', 'N', T, hd, L, 1.0f, P, T, v, C3, 0.0f, out + (size_t)b * T * C + (size_t)h * hd, C);
     }
-    /* out = P v, written into (B, T, C) */
-    bmm(out, LAY_BTC, att, LAY_ATT, qkv + 2 * (size_t)C, LAY_QKV, 1.0f, 0, B, T, C, H);
 }
 
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                         const float *att, const int *lens, int B, int T, int C, int H) {
     check_dims("attention_backward", lens, B, T, C, H);
     int hd = C / H;
+    size_t C3 = 3 * (size_t)C;
     float scale = (float)(1.0 / sqrt((double)hd));
-    /* dV += P^T dout */
-    bmm(dqkv + 2 * (size_t)C, LAY_QKV, att, LAY_ATT_T, dout, LAY_BTC, 1.0f, 1, B, T, C, H);
-    /* dP = dout V^T -> scratch */
-    bmm(scratch, LAY_ATT, dout, LAY_BTC, qkv + 2 * (size_t)C, LAY_QKV_T, 1.0f, 0, B, T, C, H);
-    /* dS = P * (dP - rowsum(dP * P)), in place; masked columns have P = 0 */
-    long n_rows = (long)B * H * T;
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < n_rows; r++) dsoftmax_row(scratch + (size_t)r * T, att + (size_t)r * T, T);
-    /* dQ += s dS K ; dK += s dS^T Q */
-    bmm(dqkv, LAY_QKV, scratch, LAY_ATT, qkv + C, LAY_QKV, scale, 1, B, T, C, H);
-    bmm(dqkv + C, LAY_QKV, scratch, LAY_ATT_T, qkv, LAY_QKV, scale, 1, B, T, C, H);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        int L = lens ? lens[b] : T;
+        size_t off = (size_t)b * T * C3 + (size_t)h * hd;
+        const float *q = qkv + off, *k = q + C, *v = q + 2 * (size_t)C;
+        float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * (size_t)C;
+        const float *g = dout + (size_t)b * T * C + (size_t)h * hd; /* (T, hd), row stride C */
+        const float *P = att + (size_t)bh * T * T;
+        float *dS = scratch + (size_t)bh * T * T;
+        /* dV[:L] += P[:, :L]^T dout */
+        sgemm('T', 'N', L, hd, T, 1.0f, P, T, g, C, 1.0f, dv, C3);
+        /* dP[:, :L] = dout v[:L]^T, then dS in place */
+        sgemm('N', 'T', T, L, hd, 1.0f, g, C, v, C3, 0.0f, dS, T);
+        for (int i = 0; i < T; i++) dsoftmax_row(dS + (size_t)i * T, P + (size_t)i * T, L);
+        /* dQ += s dS[:, :L] k[:L] ; dK[:L] += s dS[:, :L]^T q */
+        sgemm('N', 'N', T, hd, L, scale, dS, T, k, C3, 1.0f, dq, C3);
+        sgemm('T', 'N', L, hd, T, scale, dS, T, q, C3, 1.0f, dk, C3);
+    }
 }
 
 /* ---- reference ---- */
