@@ -119,8 +119,8 @@ static hid_t create_dataset(ShardWriter *w, const char *name, hid_t ftype, int r
     }
     hid_t d = H5Dcreate2(w->file, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     FLIP_CHECK(d >= 0, "shard writer: cannot create dataset %s in '%s'", name, w->tmp);
-    H5Pclose(dcpl);
-    H5Sclose(space);
+    H5W(H5Pclose(dcpl), w, "H5Pclose");
+    H5W(H5Sclose(space), w, "H5Sclose");
     return d;
 }
 
@@ -134,8 +134,8 @@ static void write_attr_int(ShardWriter *w, const char *name, hid_t ftype, int64_
         a = H5Acreate2(w->file, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
     FLIP_CHECK(a >= 0, "shard writer: cannot create attribute %s in '%s'", name, w->tmp);
     H5W(H5Awrite(a, H5T_NATIVE_INT64, &v), w, "H5Awrite");
-    H5Aclose(a);
-    H5Sclose(space);
+    H5W(H5Aclose(a), w, "H5Aclose");
+    H5W(H5Sclose(space), w, "H5Sclose");
 }
 
 static void write_attr_str(ShardWriter *w, const char *name, const char *v) {
@@ -146,22 +146,24 @@ static void write_attr_str(ShardWriter *w, const char *name, const char *v) {
     H5W(H5Tset_strpad(t, H5T_STR_NULLTERM), w, "H5Tset_strpad");
     H5W(H5Tset_cset(t, H5T_CSET_UTF8), w, "H5Tset_cset");
     hid_t space = H5Screate(H5S_SCALAR);
+    H5W(space, w, "H5Screate");
     hid_t a = H5Acreate2(w->file, name, t, space, H5P_DEFAULT, H5P_DEFAULT);
     FLIP_CHECK(a >= 0, "shard writer: cannot create attribute %s in '%s'", name, w->tmp);
     H5W(H5Awrite(a, t, v), w, "H5Awrite");
-    H5Aclose(a);
-    H5Sclose(space);
-    H5Tclose(t);
+    H5W(H5Aclose(a), w, "H5Aclose");
+    H5W(H5Sclose(space), w, "H5Sclose");
+    H5W(H5Tclose(t), w, "H5Tclose");
 }
 
 static void write_attr_floats(ShardWriter *w, const char *name, const float *v, int count) {
     hsize_t dims[1] = {(hsize_t)count};
     hid_t space = H5Screate_simple(1, dims, NULL);
+    H5W(space, w, "H5Screate_simple");
     hid_t a = H5Acreate2(w->file, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT);
     FLIP_CHECK(a >= 0, "shard writer: cannot create attribute %s in '%s'", name, w->tmp);
     H5W(H5Awrite(a, H5T_NATIVE_FLOAT, v), w, "H5Awrite");
-    H5Aclose(a);
-    H5Sclose(space);
+    H5W(H5Aclose(a), w, "H5Aclose");
+    H5W(H5Sclose(space), w, "H5Sclose");
 }
 
 static int is_hex64(const char *s) {
@@ -234,7 +236,7 @@ ShardWriter *shard_writer_open(const char *path, const ShardMeta *meta, int zstd
         H5W(H5Tset_size(st, H5T_VARIABLE), w, "H5Tset_size");
         H5W(H5Tset_cset(st, H5T_CSET_UTF8), w, "H5Tset_cset");
         w->d_captions = create_dataset(w, "captions", st, 1, cr, 0);
-        H5Tclose(st);
+        H5W(H5Tclose(st), w, "H5Tclose");
     }
     write_attr_str(w, "format", SHARD_FORMAT);
     write_attr_int(w, "version", H5T_STD_I32LE, SHARD_VERSION);
@@ -279,8 +281,8 @@ static void write_rows(ShardWriter *w, hid_t d, hid_t mtype, int rank, const voi
     hid_t ms = H5Screate_simple(rank, count, NULL);
     H5W(ms, w, "H5Screate_simple");
     H5W(H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf), w, "H5Dwrite");
-    H5Sclose(ms);
-    H5Sclose(fs);
+    H5W(H5Sclose(ms), w, "H5Sclose");
+    H5W(H5Sclose(fs), w, "H5Sclose");
 }
 
 /* called with the lock held */
@@ -291,10 +293,11 @@ static void flush_rows(ShardWriter *w) {
     if (w->with_labels) write_rows(w, w->d_labels, H5T_NATIVE_INT32, 1, w->lab);
     if (w->with_captions) {
         hid_t st = H5Tcopy(H5T_C_S1);
-        H5Tset_size(st, H5T_VARIABLE);
-        H5Tset_cset(st, H5T_CSET_UTF8);
+        H5W(st, w, "H5Tcopy");
+        H5W(H5Tset_size(st, H5T_VARIABLE), w, "H5Tset_size");
+        H5W(H5Tset_cset(st, H5T_CSET_UTF8), w, "H5Tset_cset");
         write_rows(w, w->d_captions, st, 1, w->cap);
-        H5Tclose(st);
+        H5W(H5Tclose(st), w, "H5Tclose");
         for (int r = 0; r < w->n_rows; r++) {
             flip_free(w->cap[r]);
             w->cap[r] = NULL;
@@ -351,7 +354,7 @@ void shard_writer_close(ShardWriter *w) {
     write_attr_int(w, "n", H5T_STD_I64LE, w->n);
     hid_t ds[5] = {w->d_images, w->d_tokens, w->d_lengths, w->d_labels, w->d_captions};
     for (int i = 0; i < 5; i++)
-        if (ds[i] >= 0) H5Dclose(ds[i]);
+        if (ds[i] >= 0) H5W(H5Dclose(ds[i]), w, "H5Dclose");
     H5W(H5Fclose(w->file), w, "H5Fclose");
     h5_unlock(q);
 
