@@ -52,7 +52,7 @@ for art in "$work"/crash-* "$work"/timeout-* "$work"/oom-* "$work"/leak-*; do
   [ -e "$art" ] || continue
   "$work/fuzz_shard" -timeout=10 -rss_limit_mb=2048 "$art" >"$art.report" 2>&1
   top=$(awk '/ERROR: |runtime error:|deadly signal|timeout after/ {on=1} on && /^ *#[0-9]+ /' "$art.report" |
-        grep -vE '__interceptor_|__asan|__sanitizer|__ubsan|libclang_rt|fuzzer::|/libc\.so|/libc-|in (memcpy|memmove|memset|strlen|free|malloc|calloc|realloc)\b|__libc_|_start' |
+        grep -vE '__interceptor_|__asan|__sanitizer|__ubsan|libclang_rt|fuzzer::|/libc\.so|/libc-|sysdeps/|in __(mem|str)|in (memcpy|memmove|memset|strlen|free|malloc|calloc|realloc)\b|__libc_|_start' |
         head -n 1)
   if grep -q "runtime error:" "$art.report" && grep -q "runtime error:" <(grep -E "/work|$src" "$art.report"); then
     where="flip (UBSan)"
@@ -66,7 +66,7 @@ for art in "$work"/crash-* "$work"/timeout-* "$work"/oom-* "$work"/leak-*; do
   else
     ours=$((ours + 1))
   fi
-  kind=$(grep -Eo "ERROR: [A-Za-z]+: [a-z-]+|runtime error: [^\n]{0,80}|timeout after [0-9]+ seconds" "$art.report" | head -n 1)
+  kind=$(grep -Eo "ERROR: [A-Za-z]+: [A-Za-z-]+|runtime error: [^\n]{0,80}|timeout after [0-9]+ seconds" "$art.report" | head -n 1)
   echo "  $(basename "$art"): $where: ${kind:-unknown}; top frame: ${top# *}"
 done
 echo "fuzz_shard.sh: ${runs:-?} inputs in ${secs}s; crashes inside flip's code: $ours; inside the system libhdf5 (malformed metadata, not fixable here): $hdf5"
