@@ -389,6 +389,7 @@ void shard_writer_close(ShardWriter *w) {
 /* ------------------------------------------------------------------- reader */
 
 #define MAX_STR_ATTR 65536
+#define SHARD_MAX_CHUNK_BYTES (64 << 20) /* > the largest image chunk, 4096*4096*3 */
 
 /* attribute `name` of the root group: must exist, one element, class cls */
 static hid_t open_attr(hid_t file, const char *name, H5T_class_t cls, hssize_t want_points, const char *path,
@@ -564,6 +565,13 @@ static hid_t open_dataset(hid_t file, const char *name, H5T_class_t cls, size_t 
                     snprintf(detail, sizeof detail, " (chunk dim %d is %llu, expected %llu)", k,
                              (unsigned long long)ch[k], (unsigned long long)want);
                 }
+            }
+            /* every read decompresses a whole chunk: bound its size */
+            double chunk_bytes = (double)H5Tget_size(t);
+            for (int k = 0; k < rank && !problem; k++) chunk_bytes *= (double)ch[k];
+            if (!problem && chunk_bytes > (double)SHARD_MAX_CHUNK_BYTES) {
+                problem = "chunk too large";
+                snprintf(detail, sizeof detail, " (%.0f bytes, limit %d)", chunk_bytes, SHARD_MAX_CHUNK_BYTES);
             }
         }
     }

@@ -189,6 +189,19 @@ static void m_images_rank3(hid_t f) {
     hsize_t d[3] = {N, H, W * C}, c[3] = {1, H, W * C};
     replace_dataset(f, "images", H5T_STD_U8LE, 3, d, c, 2);
 }
+/* /tokens with chunk (rows, T_now) int32, extendible */
+static void set_tokens_chunk_rows(hid_t f, hsize_t rows, hsize_t n, hsize_t Tn) {
+    hsize_t d[2] = {n, Tn}, c[2] = {rows, Tn}, maxd[2] = {H5S_UNLIMITED, Tn};
+    H5Ldelete(f, "tokens", H5P_DEFAULT);
+    hid_t sp = H5Screate_simple(2, d, maxd);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, c);
+    hid_t ds = H5Dcreate2(f, "tokens", H5T_STD_I32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Dclose(ds);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+}
+static void m_tokens_rows_2p20(hid_t f) { set_tokens_chunk_rows(f, ((hsize_t)1 << 20) + 1, N, T); }
 static void m_lengths_contig(hid_t f) {
     hsize_t d[1] = {N};
     replace_dataset(f, "lengths", H5T_STD_U8LE, 1, d, NULL, 0);
@@ -472,11 +485,24 @@ int main(void) {
         {"/images gzip", m_images_gzip, "only the zstd filter"},
         {"/images rank 3", m_images_rank3, "wrong rank"},
         {"/lengths contiguous", m_lengths_contig, "not chunked"},
+        {"/tokens chunks of 2^20 + 1 rows", m_tokens_rows_2p20, "bad chunk rows"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         expect_open_error(cases[i].what, mutated(cases[i].fn), cases[i].needle);
 
     check_data_corruption();
+
+    /* a T = 512 shard whose int32 token chunks hold 40000 rows: 78 MiB per read */
+    {
+        char big[256];
+        snprintf(big, sizeof big, "%s/t512.h5", g_dir);
+        ShardMeta mb = fixture_meta(4, 4, 1, 512, 70000);
+        fixture_write(big, &mb, 0, 3, 0, 0);
+        hid_t f = H5Fopen(big, H5F_ACC_RDWR, H5P_DEFAULT);
+        set_tokens_chunk_rows(f, 40000, 3, 512);
+        H5Fclose(f);
+        expect_open_error("/tokens chunk of 40000 x 512 int32 (78 MiB)", big, "chunk too large");
+    }
 
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
