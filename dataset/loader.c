@@ -27,7 +27,8 @@
 #include "common.h"
 #include "rng.h"
 
-#define LOADER_MAX_WARN 10 /* skip_bad warnings printed per loader */
+#define LOADER_MAX_WARN 10     /* skip_bad warnings printed per loader */
+#define LOADER_MAX_PREFETCH 64 /* batches read ahead at most */
 
 enum { SLOT_EMPTY = 0, SLOT_READY = 1, SLOT_HELD = 2 };
 
@@ -440,6 +441,10 @@ Loader *loader_open(const LoaderConfig *cfg, char *err, size_t err_bytes) {
     if (cfg->batch_size < 1 || cfg->world < 1 || cfg->rank < 0 || cfg->rank >= cfg->world) {
         seterr(err, err_bytes, "loader: batch size %d / rank %d / world %d invalid (need B >= 1, 0 <= rank < world)",
                cfg->batch_size, cfg->rank, cfg->world);
+        return NULL;
+    }
+    if (cfg->prefetch > LOADER_MAX_PREFETCH) {
+        seterr(err, err_bytes, "loader: prefetch %d batches is more than %d", cfg->prefetch, LOADER_MAX_PREFETCH);
         return NULL;
     }
     BraceList paths = {0};

@@ -49,7 +49,7 @@ typedef struct {
     uint64_t seed;
     int augment;      /* random resized crop + horizontal flip */
     int skip_bad;     /* replace unreadable samples (counted) instead of failing */
-    int prefetch;     /* batches read ahead (<= 0: default 2) */
+    int prefetch;     /* batches read ahead (<= 0: default 2; at most 64) */
     int sequential;   /* 1: identity order in every epoch (evaluation); 0: shuffled */
 } LoaderConfig;
 
