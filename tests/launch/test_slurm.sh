@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# test_slurm.sh — launch/slurm/flip-train.sbatch under a real single-node Slurm
+# (issue 6): starts munged, slurmctld and slurmd from this script (temporary
+# folder, generated munge key, free ports, NodeAddr 127.0.0.1), then
+#  1. submits the tiny 2-rank training with sbatch and lets it finish
+#     (the uninterrupted reference, in its own run folder);
+#  2. submits the same training again, preempts it mid-run the way Slurm does
+#     before the time limit (SIGUSR1 to the batch shell: `scancel --signal=USR1
+#     --batch`), and checks that the trap forwards it, the ranks checkpoint, the
+#     script requeues the job, the job runs again (SLURM_RESTART_COUNT 1),
+#     resumes from the checkpoint and ends COMPLETED with the same per-step
+#     losses and bit-identical final parameters as the uninterrupted run.
+# The daemons are stopped by their own pids on exit. Where Slurm/munge are not
+# installed or do not start, the test says why and FAILS, unless
+# FLIP_ALLOW_SKIP_SLURM=1, when it exits 77 (ctest: skipped, never passed).
+set -u
+: "${FLIP_BUILD_DIR:?set by ctest}" "${FLIP_SOURCE_DIR:?set by ctest}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+B=$FLIP_BUILD_DIR
+S=$FLIP_SOURCE_DIR
+t_start=$(date +%s)
+fail=0
+ok() { echo "ok    $*"; }
+bad() { echo "FAIL  $*" >&2; fail=1; }
+skip_or_fail() {
+  echo "test_slurm: cannot run Slurm here: $*" >&2
+  if [ "${FLIP_ALLOW_SKIP_SLURM:-0}" = 1 ]; then echo "test_slurm: SKIPPED (FLIP_ALLOW_SKIP_SLURM=1)" >&2; exit 77; fi
+  echo "test_slurm: FAIL (install slurmctld slurmd slurm-client munge: launch/install-deps; or set FLIP_ALLOW_SKIP_SLURM=1 to skip)" >&2
+  exit 1
+}
+
+for exe in munged mungekey slurmctld slurmd sbatch scontrol squeue scancel; do
+  command -v "$exe" >/dev/null 2>&1 || [ -x "/usr/sbin/$exe" ] || skip_or_fail "'$exe' is not installed"
+done
+[ "$(id -u)" = 0 ] || skip_or_fail "the test starts slurmd, which must run as root (uid $(id -u))"
+PATH=$PATH:/usr/sbin
+
+tmp=$(mktemp -d /tmp/flip-slurm.XXXXXX)
+chmod 700 "$tmp"
+pids=()
+cleanup() {
+  # stop our daemons by their own pids (never by name: other Slurms may run)
+  if [ -n "${SLURM_CONF:-}" ] && [ -f "$tmp/ctld.pid" ]; then
+    for j in ${jobs_submitted:-}; do timeout 5 scancel "$j" >/dev/null 2>&1; done
+  fi
+  for f in slurmd ctld munged; do
+    [ -f "$tmp/$f.pid" ] && kill "$(cat "$tmp/$f.pid")" 2>/dev/null
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 1
+  for f in slurmd ctld munged; do
+    [ -f "$tmp/$f.pid" ] && kill -KILL "$(cat "$tmp/$f.pid")" 2>/dev/null
+  done
+  if [ "${KEEP_TMP:-0}" = 1 ]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+
+# ---- munge: own key, socket, pid, log and seed under $tmp
+mkdir -p "$tmp/munge" "$tmp/spool" "$tmp/state" "$tmp/logs" "$tmp/data"
+chmod 700 "$tmp/munge"
+mungekey -c -k "$tmp/munge/munge.key" >/dev/null 2>&1 || skip_or_fail "mungekey could not create a key"
+chmod 600 "$tmp/munge/munge.key"
+sock="$tmp/munge/munge.socket"
+munged -f --key-file="$tmp/munge/munge.key" --socket="$sock" --pid-file="$tmp/munged.pid" \
+  --log-file="$tmp/munge/munged.log" --seed-file="$tmp/munge/munged.seed" 2>"$tmp/munge/start.err" ||
+  skip_or_fail "munged did not start: $(tail -1 "$tmp/munge/start.err")"
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+[ -S "$sock" ] || skip_or_fail "munged socket $sock did not appear"
+
+# ---- free ports (two consecutive, not listening)
+port=""
+for _ in $(seq 50); do
+  p=$((20000 + RANDOM % 20000))
+  if ! ss -Htln 2>/dev/null | awk '{print $4}' | grep -Eq "[:.]($p|$((p + 1)))\$"; then port=$p; break; fi
+done
+[ -n "$port" ] || skip_or_fail "no free port pair found"
+
+node=$(hostname -s)
+export SLURM_CONF="$tmp/slurm.conf"
+cat > "$SLURM_CONF" <<EOF
+ClusterName=flipci
+SlurmctldHost=$node(127.0.0.1)
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$sock
+StateSaveLocation=$tmp/state
+SlurmdSpoolDir=$tmp/spool/slurmd-%n
+SlurmctldPidFile=$tmp/ctld.pid
+SlurmdPidFile=$tmp/slurmd.pid
+SlurmctldLogFile=$tmp/slurmctld.log
+SlurmdLogFile=$tmp/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SwitchType=switch/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+JobRequeue=1
+ReturnToService=2
+SchedulerType=sched/builtin
+MinJobAge=600
+KillWait=5
+InactiveLimit=0
+SlurmctldTimeout=30
+SlurmdTimeout=30
+PlugStackConfig=$tmp/plugstack.conf
+NodeName=$node NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN
+PartitionName=flip Nodes=$node Default=YES MaxTime=30 State=UP OverSubscribe=NO
+EOF
+: > "$tmp/plugstack.conf"
+
+slurmctld -i -f "$SLURM_CONF" 2>"$tmp/ctld.err" || skip_or_fail "slurmctld did not start: $(tail -2 "$tmp/ctld.err" "$tmp/slurmctld.log" 2>/dev/null)"
+slurmd -f "$SLURM_CONF" -N "$node" 2>"$tmp/slurmd.err" || skip_or_fail "slurmd did not start: $(tail -2 "$tmp/slurmd.err" "$tmp/slurmd.log" 2>/dev/null)"
+up=0
+for _ in $(seq 150); do
+  st=$(timeout 5 sinfo -h -N -o %t 2>/dev/null | head -1)
+  case $st in idle*|mix*|alloc*) up=1; break ;; esac
+  sleep 0.2
+done
+[ $up = 1 ] || skip_or_fail "node $node not idle after 30 s (state '${st:-none}'): $(tail -3 "$tmp/slurmctld.log" "$tmp/slurmd.log" 2>/dev/null)"
+ok "single-node Slurm up: slurmctld pid $(cat "$tmp/ctld.pid"), slurmd pid $(cat "$tmp/slurmd.pid"), ports $port/$((port + 1))"
+
+# ---- data and the training both jobs run (2 ranks, 48 steps)
+"$B/tests/launch_prog_make_shards" "$tmp/data" 2 48 16 3 8 >/dev/null || { echo "FAIL: making shards" >&2; exit 1; }
+train_flags=(--train-data "$tmp/data" --global-batch-size 16 --model tiny --mask-ratio 0.5 --lr 1e-3 --warmup 2
+             --log-every 1 --peak-gflops 10 --seed 5 --train-samples 768 --save-frequency 0)
+export FLIP_TRAIN="$B/flip-train" FLIP_LOGS="$tmp/logs" FLIP_BIND=none
+export FLIP_MPIRUN="${MPIEXEC:-mpirun} --oversubscribe"
+jobs_submitted=""
+submit() { # name extra-flags...
+  local name=$1; shift
+  local out
+  out=$(cd "$tmp" && FLIP_NAME=$name timeout 20 sbatch --parsable --job-name "$name" --nodes 1 --ntasks-per-node 2 --cpus-per-task 1 \
+          --time 5 --output "$tmp/$name-%j.out" "$S/launch/slurm/flip-train.sbatch" "${train_flags[@]}" "$@") || return 1
+  jobs_submitted="$jobs_submitted ${out%%;*}"
+  echo "${out%%;*}"
+}
+jstate() { timeout 10 scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+jfield() { timeout 10 scontrol show job "$1" 2>/dev/null | grep -o " $2=[^ ]*" | head -1 | cut -d= -f2; }
+wait_state() { # job seconds states-regex
+  local j=$1 n=$(($2 * 5)) s=""
+  for _ in $(seq $n); do
+    s=$(jstate "$j")
+    [[ $s =~ ^($3)$ ]] && { echo "$s"; return 0; }
+    sleep 0.2
+  done
+  echo "$s"; return 1
+}
+losses() { grep -o '"loss":[^,]*' "$tmp/logs/$1/metrics.jsonl" | cut -d: -f2; }
+
+# 1. uninterrupted reference
+j1=$(submit straight --dump-params "$tmp/straight.bin") || { bad "sbatch failed"; exit 1; }
+s=$(wait_state "$j1" 90 "COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY")
+[ "$s" = COMPLETED ] && ok "reference job $j1 COMPLETED" ||
+  { bad "reference job $j1 ended '$s'"; tail -5 "$tmp"/straight-*.out "$tmp/slurmd.log" >&2; }
+grep -q "done" "$tmp/logs/straight/attempts.tsv" 2>/dev/null && ok "reference attempt recorded as done" ||
+  bad "reference attempts.tsv: $(cat "$tmp/logs/straight/attempts.tsv" 2>/dev/null)"
+
+# 2. preempted job: SIGUSR1 to the batch shell mid-run, requeue, resume
+j2=$(submit preempt --dump-params "$tmp/preempt.bin") || { bad "sbatch failed"; exit 1; }
+m="$tmp/logs/preempt/metrics.jsonl"
+for _ in $(seq 600); do
+  [ -s "$m" ] && [ "$(wc -l < "$m")" -ge 6 ] && break
+  sleep 0.1
+done
+n_before=$(wc -l < "$m" 2>/dev/null || echo 0)
+if [ "$n_before" -ge 6 ] && [ "$n_before" -lt 48 ]; then ok "job $j2 running, at step $n_before of 48: preempting"
+else bad "job $j2 not mid-run before preemption ($n_before logged steps)"; fi
+timeout 10 scancel --signal=USR1 --batch "$j2" || bad "scancel --signal=USR1 --batch $j2 failed"
+# the script checkpoints and requeues: the job must come back and run again
+requeued=0
+for _ in $(seq 300); do
+  rc_count=$(jfield "$j2" Restarts)
+  [ -n "$rc_count" ] && [ "$rc_count" -ge 1 ] && { requeued=1; break; }
+  sleep 0.2
+done
+[ $requeued = 1 ] && ok "job $j2 requeued (Restarts=$rc_count)" || { bad "job $j2 not requeued (state $(jstate "$j2"))"; tail -5 "$tmp"/preempt-*.out >&2; }
+# a requeued batch job is held back by a BeginTime a little in the future: let it go now
+for _ in $(seq 20); do
+  s=$(jstate "$j2")
+  [ "$s" = PENDING ] || break
+  timeout 10 scontrol update JobId="$j2" StartTime=now >/dev/null 2>&1
+  sleep 0.5
+done
+s=$(wait_state "$j2" 90 "COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY")
+[ "$s" = COMPLETED ] && ok "requeued job $j2 COMPLETED" || { bad "requeued job $j2 ended '$s'"; tail -8 "$tmp"/preempt-*.out >&2; }
+out=$(cat "$tmp"/preempt-*.out 2>/dev/null)
+grep -q "received SIGUSR1 (preemption)" <<<"$out" && ok "batch trap caught SIGUSR1" || bad "trap message missing"
+k=$(grep -o "received SIGUSR1: checkpoint saved at step [0-9]*" <<<"$out" | grep -o "[0-9]*$" | head -1)
+[ -n "$k" ] && [ "$k" -gt 0 ] && [ "$k" -lt 48 ] && ok "ranks checkpointed at step $k on the forwarded signal" ||
+  bad "no mid-run checkpoint on SIGUSR1 (step '$k')"
+grep -q "requeueing job $j2" <<<"$out" && ok "script called scontrol requeue" || bad "requeue message missing"
+grep -q "restart 1 on" <<<"$out" && ok "second attempt ran with SLURM_RESTART_COUNT=1" || bad "no second attempt in the job output"
+grep -q "resumed from .*step-$(printf %08d "${k:-0}").h5 at step ${k:-x}" <<<"$out" && ok "second attempt resumed from the step-$k checkpoint" ||
+  bad "second attempt did not resume from step ${k:-?}"
+att=$(cut -f6 "$tmp/logs/preempt/attempts.tsv" 2>/dev/null | tr '\n' ' ')
+[ "$att" = "preempted done " ] && ok "attempts.tsv: preempted, done" || bad "attempts.tsv outcomes '$att'"
+if [ "$(losses straight)" = "$(losses preempt)" ] && [ "$(losses straight | wc -l)" = 48 ]; then
+  ok "all 48 losses identical to the uninterrupted run (final $(losses preempt | tail -1))"
+else
+  bad "losses differ: last $(losses straight | tail -1) vs $(losses preempt | tail -1), counts $(losses straight | wc -l)/$(losses preempt | wc -l)"
+fi
+cmp -s "$tmp/straight.bin" "$tmp/preempt.bin" && [ -s "$tmp/straight.bin" ] &&
+  ok "final parameters bit-identical to the uninterrupted run" || bad "final parameters differ (or missing)"
+
+echo "test_slurm: $(( $(date +%s) - t_start )) s"
+exit $fail
