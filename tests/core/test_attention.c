@@ -5,6 +5,7 @@
  * a prefilled dqkv, central finite differences in double on the reference
  * path, trust checks. */
 #include <math.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -176,6 +177,32 @@ static void check_fd(int B, int T, int C, int H, const int *lens) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
 }
 
+/* Fatal paths: flip_fatal calls the hook, which jumps back here. */
+static jmp_buf g_fatal_jmp;
+static _Noreturn void fatal_hook(int code) { longjmp(g_fatal_jmp, code ? code : 1); }
+
+#define EXPECT_FATAL(what, stmt)                                          \
+    do {                                                                  \
+        flip_set_abort_hook(fatal_hook);                                  \
+        if (setjmp(g_fatal_jmp) == 0) {                                   \
+            stmt;                                                         \
+            test_report(0, "%s: expected a fatal error, none raised", what); \
+        } else {                                                          \
+            test_report(1, "%s: fatal error raised as expected", what);   \
+        }                                                                 \
+        flip_set_abort_hook(NULL);                                        \
+    } while (0)
+
+static void check_fatal(void) {
+    static float buf[2 * 4 * 3 * 8], att[2 * 2 * 4 * 4];
+    static const int bad0[2] = {4, 0}, bad5[2] = {5, 1};
+    EXPECT_FATAL("attention_forward length 0", attention_forward(buf, att, buf, bad0, 2, 4, 8, 2));
+    EXPECT_FATAL("attention_forward length > T", attention_forward(buf, att, buf, bad5, 2, 4, 8, 2));
+    EXPECT_FATAL("attention_backward C not a multiple of H",
+                 attention_backward(buf, att, buf, buf, att, NULL, 2, 4, 8, 3));
+    EXPECT_FATAL("attention_forward_ref length 0", attention_forward_ref(buf, att, buf, bad0, 2, 4, 8, 2));
+}
+
 int main(void) {
     static const int lens_a[2] = {5, 3};
     static const int lens_b[3] = {1, 5, 2};
@@ -188,5 +215,6 @@ int main(void) {
     check_shape(2, 49, 384, 6, NULL, 60);       /* ViT-S at mask 0.75, hd 64 */
     check_fd(2, 5, 8, 2, lens_a);
     check_fd(2, 4, 12, 3, NULL);
+    check_fatal();
     return test_finish();
 }

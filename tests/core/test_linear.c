@@ -4,6 +4,7 @@
  * double on the reference path, the adjoint identity <dy, L dx> = <L^T dy, dx>
  * on the fast path, trust checks, and primitive-cache reuse. */
 #include <math.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -217,6 +218,40 @@ static void check_cache(void) {
     flip_free(x); flip_free(w); flip_free(y);
 }
 
+/* Fatal paths: flip_fatal calls the hook, which jumps back here. */
+static jmp_buf g_fatal_jmp;
+static _Noreturn void fatal_hook(int code) { longjmp(g_fatal_jmp, code ? code : 1); }
+
+#define EXPECT_FATAL(what, stmt)                                          \
+    do {                                                                  \
+        flip_set_abort_hook(fatal_hook);                                  \
+        if (setjmp(g_fatal_jmp) == 0) {                                   \
+            stmt;                                                         \
+            test_report(0, "%s: expected a fatal error, none raised", what); \
+        } else {                                                          \
+            test_report(1, "%s: fatal error raised as expected", what);   \
+        }                                                                 \
+        flip_set_abort_hook(NULL);                                        \
+    } while (0)
+
+/* bad dims and a failing oneDNN call end in flip_fatal (DNNL_CHECK) */
+static void check_fatal(void) {
+    float buf[64] = {0};
+    EXPECT_FATAL("linear_forward IC = 0", linear_forward(buf, buf, buf, NULL, 2, 0, 4));
+    EXPECT_FATAL("linear_backward negative M", linear_backward(buf, buf, NULL, buf, buf, buf, -1, 2, 2));
+    /* inner dimensions disagree: dnnl_matmul_desc_init fails */
+    FlipMatmulSpec s;
+    flip_matmul_spec_init(&s, 2);
+    s.src_dims[0] = 2; s.src_dims[1] = 3; s.src_strides[0] = 3; s.src_strides[1] = 1;
+    s.wei_dims[0] = 4; s.wei_dims[1] = 2; s.wei_strides[0] = 2; s.wei_strides[1] = 1;
+    s.dst_dims[0] = 2; s.dst_dims[1] = 2; s.dst_strides[0] = 2; s.dst_strides[1] = 1;
+    int n_before = flip_dnnl_cache_count();
+    EXPECT_FATAL("oneDNN matmul with mismatched inner dims (DNNL_CHECK)", flip_matmul(&s, buf, buf, buf, NULL));
+    TEST_CHECK(flip_dnnl_cache_count() == n_before, "failed primitive not cached (%d -> %d)", n_before,
+               flip_dnnl_cache_count());
+    EXPECT_FATAL("flip_matmul_spec_init ndims 5", flip_matmul_spec_init(&s, 5));
+}
+
 int main(void) {
     /* odd shapes */
     check_shape(1, 7, 5, 1, 0);
@@ -233,5 +268,6 @@ int main(void) {
     check_adjoint(13, 33, 17);
     check_adjoint(128, 384, 384);
     check_cache();
+    check_fatal();
     return test_finish();
 }
