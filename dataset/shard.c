@@ -963,10 +963,15 @@ int shard_validate_image(const void *buf, size_t n_bytes, char *err, size_t eb) 
     }
     H5Quiet q = h5_lock();
     int rc = -1;
+    /* a fresh name per call: HDF5 keeps a file whose close failed in its open
+     * list, and a later open of the same name would share that broken state */
+    static unsigned long n_images = 0;
+    char name[64];
+    snprintf(name, sizeof name, "flip-file-image-%lu.h5", n_images++);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl >= 0 && H5Pset_fapl_core(fapl, 1 << 16, 0) >= 0 &&
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, 1 << 16, 0) >= 0 && H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0 &&
         H5Pset_file_image(fapl, (void *)buf, n_bytes) >= 0)
-        rc = open_locked(&s, "flip-fuzz-image.h5", fapl, NULL, err, eb);
+        rc = open_locked(&s, name, fapl, NULL, err, eb);
     else
         seterr(err, eb, "(file image): cannot set up the in-memory file");
     if (fapl >= 0) H5Pclose(fapl);
