@@ -211,5 +211,50 @@ fi
 cmp -s "$tmp/straight.bin" "$tmp/preempt.bin" && [ -s "$tmp/straight.bin" ] &&
   ok "final parameters bit-identical to the uninterrupted run" || bad "final parameters differ (or missing)"
 
+# 3. flip-sweep as a Slurm job array limited to one task at a time (each task
+#    needs 1 of the node's 2 CPUs, so only the %1 limit keeps them apart)
+cat > "$tmp/sweep.toml" <<EOF
+[sweep]
+name = "sweep-array"
+ranks = 1
+metric = "train_loss"
+[base]
+train-data = "$tmp/data"
+model = "tiny"
+global-batch-size = 16
+peak-gflops = 10
+log-every = 1
+[grid]
+train-samples = [32, 64, 96]
+EOF
+unset FLIP_LOGS FLIP_NAME
+if timeout 150 /usr/bin/python3 "$S/launch/flip-sweep" run "$tmp/sweep.toml" --out "$tmp/sweep" --slurm --max-parallel 1 \
+     --sbatch-args "--cpus-per-task 1 --time 5" --flip-train "$B/flip-train" --wait --bootstrap 20 --no-plots \
+     >"$tmp/sweep.out" 2>"$tmp/sweep.err"; then
+  ok "flip-sweep --slurm: array job finished, collected and fitted"
+else
+  bad "flip-sweep --slurm failed"; tail -5 "$tmp/sweep.err" "$tmp"/sweep/slurm/*.out >&2
+fi
+grep -q "at most 1 at once" "$tmp/sweep.err" && ok "array submitted with %1" || bad "array submission message"
+if /usr/bin/python3 - "$tmp/sweep" <<'PYEOF'; then ok "3 array tasks done, one at a time, in their own run folders"; else bad "array sweep results"; fi
+import csv, glob, os, sys
+d = sys.argv[1]
+rows = list(csv.DictReader(open(os.path.join(d, "results.csv"))))
+assert [r["status"] for r in rows] == ["done"] * 3, [(r["run_id"], r["status"], r["note"]) for r in rows]
+assert sorted(int(r["samples_seen"]) for r in rows) == [32, 64, 96]
+spans = []
+for r in rows:
+    att = [l.split("\t") for l in open(os.path.join(d, "runs", r["run_id"], "attempts.tsv"))]
+    assert len(att) == 1 and att[0][5].strip() == "done", att
+    spans.append((int(att[0][2]), int(att[0][3])))
+spans.sort()
+assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:])), "array tasks overlapped: %s" % spans
+assert len(glob.glob(os.path.join(d, "slurm", "*_[0-2].out"))) == 3
+PYEOF
+timeout 60 /usr/bin/python3 "$S/launch/flip-sweep" run "$tmp/sweep.toml" --out "$tmp/sweep" --slurm --no-fit \
+  --flip-train "$B/flip-train" >/dev/null 2>"$tmp/sweep2.err"
+grep -q "every point is done" "$tmp/sweep2.err" && ok "re-submitting a finished sweep submits nothing" ||
+  { bad "re-submit of a finished sweep"; cat "$tmp/sweep2.err" >&2; }
+
 echo "test_slurm: $(( $(date +%s) - t_start )) s"
 exit $fail
