@@ -22,7 +22,9 @@
  *     the thread that owns MPI (MPI_THREAD_FUNNELED).
  *
  * The prefetch thread reads and decompresses the next `prefetch` batches into
- * a bounded queue. It never calls MPI. HDF5 calls are serialized by shard.c's
+ * a bounded queue. It never calls MPI itself; bad samples are reported by
+ * loader_next, and only failures that cannot be handed over (out of memory, no
+ * readable sample in the whole dataset) end the process from the thread. HDF5 calls are serialized by shard.c's
  * process-wide lock; zstd decompression and augmentation run outside it.
  *
  * Ownership: loader_open allocates everything; loader_close joins the thread
