@@ -255,6 +255,11 @@ $PY "$SWEEP" fit "$tmp/hand" --metric val_loss --no-plots >/dev/null 2>"$tmp/val
 [ $? != 0 ] && grep -q "does not measure a validation loss" "$tmp/val.err" && ok "--metric val_loss: clear error (not measured)" ||
   bad "--metric val_loss should fail clearly"
 
+# ---- the shipped example parses: 3 mask ratios x 4 lengths
+n=$($PY "$SWEEP" run "$S/launch/sweep/example.toml" --out "$tmp/example" --dry-run 2>"$tmp/ex.err" | grep -c -- "--mask-ratio")
+[ "$n" = 12 ] && [ ! -e "$tmp/example" ] && ok "launch/sweep/example.toml: 12 points (--dry-run writes nothing)" ||
+  { bad "example.toml dry run: $n points"; cat "$tmp/ex.err" >&2; }
+
 # ---- bad sweep files fail with a one-line reason
 printf '[base]\ntrain-data = "x"\nname = "y"\n[grid]\nlr = [1e-3]\n' > "$tmp/bad1.toml"
 printf '[base]\ntrain-data = "x"\n[grid]\nwidth = [64, 128]\n' > "$tmp/bad2.toml"
