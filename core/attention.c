@@ -71,33 +71,43 @@ static inline float exp_neg(float x) {
     return p * scale;
 }
 
-/* row (T) of scores -> probabilities over the first L keys, exact 0 after */
+/* P (T, T): each row's scores -> probabilities over the first L keys, exact 0
+ * after. One call per (b, h) block keeps the multi-versioned dispatch out of
+ * the row loop. */
 FLIP_ROW_CLONES
-static void softmax_row_masked(float *row, int L, int T) {
-    float mx = -FLT_MAX;
+static void softmax_block_masked(float *P, int L, int T) {
+    for (int i = 0; i < T; i++) {
+        float *row = P + (size_t)i * T;
+        float mx = -FLT_MAX;
 #pragma omp simd reduction(max : mx)
-    for (int j = 0; j < L; j++) mx = row[j] > mx ? row[j] : mx;
-    float sum = 0.0f;
+        for (int j = 0; j < L; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < L; j++) {
-        float e = exp_neg(row[j] - mx);
-        row[j] = e;
-        sum += e;
-    }
-    float inv = 1.0f / sum;
+        for (int j = 0; j < L; j++) {
+            float e = exp_neg(row[j] - mx);
+            row[j] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
 #pragma omp simd
-    for (int j = 0; j < L; j++) row[j] *= inv;
-    for (int j = L; j < T; j++) row[j] = 0.0f;
+        for (int j = 0; j < L; j++) row[j] *= inv;
+        for (int j = L; j < T; j++) row[j] = 0.0f;
+    }
 }
 
-/* d (T) holds dP on entry, dS = p * (dP - sum(dP * p)) on exit */
+/* dS (T, T), row stride T, holds dP in its first L columns on entry and
+ * dS = P * (dP - rowsum(dP * P)) there on exit (P is 0 beyond L) */
 FLIP_ROW_CLONES
-static void dsoftmax_row(float *d, const float *p, int T) {
-    float dot = 0.0f;
+static void dsoftmax_block(float *dS, const float *P, int L, int T) {
+    for (int i = 0; i < T; i++) {
+        float *d = dS + (size_t)i * T;
+        const float *p = P + (size_t)i * T;
+        float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-    for (int j = 0; j < T; j++) dot += p[j] * d[j];
+        for (int j = 0; j < L; j++) dot += p[j] * d[j];
 #pragma omp simd
-    for (int j = 0; j < T; j++) d[j] = p[j] * (d[j] - dot);
+        for (int j = 0; j < L; j++) d[j] = p[j] * (d[j] - dot);
+    }
 }
 
 /* oneDNN's row-major sgemm: C = alpha op(A) op(B) + beta C. Called inside the
@@ -123,7 +133,7 @@ void attention_forward(float *out, float *att, const float *qkv, const int *lens
         float *P = att + (size_t)bh * T * T;                       /* (T, T) */
         /* S[:, :L] = s q k[:L]^T */
         sgemm('N', 'T', T, L, hd, scale, q, C3, k, C3, 0.0f, P, T);
-        for (int i = 0; i < T; i++) softmax_row_masked(P + (size_t)i * T, L, T);
+        softmax_block_masked(P, L, T);
         /* out (T, hd), row stride C = P[:, :L] v[:L] */
         sgemm('N', 'N', T, hd, L, 1.0f, P, T, v, C3, 0.0f, out + (size_t)b * T * C + (size_t)h * hd, C);
     }
@@ -149,7 +159,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         sgemm('T', 'N', L, hd, T, 1.0f, P, T, g, C, 1.0f, dv, C3);
         /* dP[:, :L] = dout v[:L]^T, then dS in place */
         sgemm('N', 'T', T, L, hd, 1.0f, g, C, v, C3, 0.0f, dS, T);
-        for (int i = 0; i < T; i++) dsoftmax_row(dS + (size_t)i * T, P + (size_t)i * T, L);
+        dsoftmax_block(dS, P, L, T);
         /* dQ += s dS[:, :L] k[:L] ; dK[:L] += s dS[:, :L]^T q */
         sgemm('N', 'N', T, hd, L, scale, dS, T, k, C3, 1.0f, dq, C3);
         sgemm('T', 'N', L, hd, T, scale, dS, T, q, C3, 1.0f, dk, C3);
