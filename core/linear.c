@@ -6,7 +6,7 @@
  *                                     bias fused as the matmul bias
  *   backward  dinp  += dout W          sum post-op (accumulate)
  *             dweight += dout^T inp    dout read through transposed strides, sum post-op
- *             dbias += column sums of dout (OpenMP over column blocks)
+ *             dbias += column sums of dout (OpenMP, one column block per thread)
  * linear_gelu: a GELU post-op would lose the pre-activation backward needs, so
  * forward computes pre = inp W^T + b (one matmul) and out = GELU(pre) with
  * oneDNN's vectorised eltwise primitive; backward dpre = GELU'(pre) * dout
@@ -14,6 +14,7 @@
  * Reference twins: plain loops with double accumulation.
  */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "common.h"
@@ -47,21 +48,27 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
     flip_matmul(&s, out, inp, weight, bias);
 }
 
-/* dbias (OC) += sum over rows of dout (M, OC): threads own column blocks and
- * walk rows contiguously; each column is summed in row order (deterministic). */
+/* dbias (OC) += sum over rows of dout (M, OC): each thread owns one column
+ * block (as wide as OC / threads, so rows are streamed in long contiguous
+ * segments) and walks all rows; every column is summed in row order, so the
+ * result does not depend on the thread count. */
 static void bias_grad(float *dbias, const float *dout, int M, int OC) {
-    enum { CB = 64 };
-    int n_blocks = (OC + CB - 1) / CB;
+    enum { CB_MAX = 2048 };
+    int nt = omp_get_max_threads();
+    int cb = (OC + nt - 1) / nt;
+    cb = (cb + 15) / 16 * 16;
+    if (cb > CB_MAX) cb = CB_MAX;
+    int n_blocks = (OC + cb - 1) / cb;
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < n_blocks; blk++) {
-        int c0 = blk * CB, c1 = c0 + CB < OC ? c0 + CB : OC;
-        float acc[CB];
-        for (int c = c0; c < c1; c++) acc[c - c0] = 0.0f;
+        int c0 = blk * cb, n = OC - c0 < cb ? OC - c0 : cb;
+        float acc[CB_MAX];
+        for (int c = 0; c < n; c++) acc[c] = 0.0f;
         for (int m = 0; m < M; m++) {
-            const float *row = dout + (size_t)m * OC;
-            for (int c = c0; c < c1; c++) acc[c - c0] += row[c];
+            const float *row = dout + (size_t)m * OC + c0;
+            for (int c = 0; c < n; c++) acc[c] += row[c];
         }
-        for (int c = c0; c < c1; c++) dbias[c] += acc[c - c0];
+        for (int c = 0; c < n; c++) dbias[c0 + c] += acc[c];
     }
 }
 
