@@ -134,6 +134,7 @@ void checkpoint_save(const char *path, const FlipModel *m, const CheckpointState
     attr_i64(f, "adam_step", st->adam_step);
     attr_i64(f, "samples_seen", st->samples_seen);
     attr_i64(f, "data_cursor", st->data_cursor);
+    attr_i64(f, "total_steps", st->total_steps);
     attr_u64(f, "seed", st->seed);
     attr_i64(f, "world_size", st->world_size);
     attr_i64(f, "global_batch", st->global_batch);
@@ -229,13 +230,14 @@ static hid_t open_checkpoint(const char *path, char *err, size_t eb) {
 }
 
 static int read_info(hid_t f, const char *path, FlipConfig *c, CheckpointState *st, char *err, size_t eb) {
-    long long v[20];
+    long long v[21];
     static const char *const names[] = {"step", "adam_step", "samples_seen", "data_cursor", "world_size",
                                         "global_batch", "bad_in_row", "model_image_size", "model_channels",
                                         "model_patch", "model_width", "model_depth", "model_heads",
                                         "model_text_width", "model_text_depth", "model_text_heads",
-                                        "model_vocab", "model_context", "model_embed_dim", "model_mlp_ratio"};
-    for (int i = 0; i < 20; i++)
+                                        "model_vocab", "model_context", "model_embed_dim", "model_mlp_ratio",
+                                        "total_steps"};
+    for (int i = 0; i < 21; i++)
         if (read_i64(f, path, names[i], &v[i], err, eb)) return -1;
     memset(st, 0, sizeof *st);
     st->step = (long)v[0];
@@ -259,6 +261,7 @@ static int read_info(hid_t f, const char *path, FlipConfig *c, CheckpointState *
     c->context = (int)v[17];
     c->embed_dim = (int)v[18];
     c->mlp_ratio = (int)v[19];
+    st->total_steps = (long)v[20];
     if (read_str(f, path, "model_name", c->name, sizeof c->name, err, eb)) return -1;
     if (read_f32v(f, path, "model_mean", c->mean, err, eb)) return -1;
     if (read_f32v(f, path, "model_std", c->std, err, eb)) return -1;

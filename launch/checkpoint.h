@@ -25,6 +25,7 @@ typedef struct {
     long adam_step;     /* optimizer updates applied (skipped steps excluded) */
     long samples_seen;
     long data_cursor;   /* loader step of the next batch */
+    long total_steps;   /* schedule length (fixed at calibration for --max-minutes runs) */
     uint64_t seed;
     int world_size;     /* ranks that wrote it (bit-exact resume needs the same) */
     int global_batch;

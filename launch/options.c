@@ -46,6 +46,7 @@ static const OptDef k_opts[] = {
     {"global-batch-size", I(global_batch_size), 0, 1 << 24, TR, "global batch G = batch per rank x ranks"},
     {"epochs", D(epochs), 0, 1e6, TR, "passes over the training data (or use --train-samples)"},
     {"train-samples", L(train_samples), 0, BIG, TR, "samples to train on in total (or use --epochs)"},
+    {"max-minutes", D(max_minutes), 0, 1e7, TR, "stop after this many minutes of training (checkpoint + final eval); without --epochs/--train-samples the run length is set from the measured step time"},
     {"stop-at-step", L(stop_at_step), 0, BIG, TR, "stop with a checkpoint after this step (0: run to the end)"},
     {"lr", D(lr), 0, 10, TR, "peak learning rate"},
     {"wd", D(wd), 0, 10, TR, "AdamW decoupled weight decay"},
@@ -251,8 +252,8 @@ static int check_combinations(const Options *o, int prog, char *err, size_t eb) 
             set_err(err, eb, "--batch-size or --global-batch-size: one is required");
             return -1;
         }
-        if (o->epochs == 0 && o->train_samples == 0) {
-            set_err(err, eb, "--epochs or --train-samples: one is required");
+        if (o->epochs == 0 && o->train_samples == 0 && o->max_minutes == 0) {
+            set_err(err, eb, "--epochs, --train-samples or --max-minutes: one is required");
             return -1;
         }
         if (o->epochs > 0 && o->train_samples > 0) {

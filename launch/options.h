@@ -32,6 +32,7 @@ typedef struct {
     double epochs;                 /* 0: from --train-samples */
     long train_samples;            /* 0: from --epochs */
     long stop_at_step;             /* stop (with a checkpoint) after this step; 0: run to the end */
+    double max_minutes;            /* wall-clock budget (0: none); alone it also sets the length */
     /* optimizer and schedule */
     double lr, wd, beta1, beta2, eps;
     long warmup;                   /* steps */

@@ -134,6 +134,7 @@ typedef struct {
     char run_dir[OPT_PATH + 400], ckpt_dir[OPT_PATH + 420];
     char config_text[16384];
     long adam_step;
+    long total;      /* schedule length in steps */
     int bad_in_row;
     Metrics mt;
 } Train;
@@ -146,6 +147,7 @@ static void save_checkpoint(Train *t, long steps_done) {
         st.adam_step = t->adam_step;
         st.samples_seen = steps_done * (long)t->G;
         st.data_cursor = steps_done;
+        st.total_steps = t->total;
         st.seed = t->o->seed;
         st.world_size = t->world;
         st.global_batch = t->G;
@@ -257,7 +259,12 @@ int train_run(const Options *o) {
         loader_close(ld);
         return FLIP_EXIT_ERROR;
     }
-    long total = o->epochs > 0 ? (long)ceil(o->epochs * (double)spe) : (o->train_samples + t->G - 1) / t->G;
+    /* --max-minutes alone: the length is fixed after timing the first steps;
+     * until then a provisional length (the schedule is in warmup or ~flat) */
+    const int budgeted = o->epochs == 0 && o->train_samples == 0;
+    const long provisional = 1L << 40;
+    long total = budgeted ? provisional
+                 : o->epochs > 0 ? (long)ceil(o->epochs * (double)spe) : (o->train_samples + t->G - 1) / t->G;
     long tune = (o->unmasked_tune_samples + t->G - 1) / t->G;
     if (total < 1) total = 1;
     if (tune > total) {
@@ -340,6 +347,7 @@ int train_run(const Options *o) {
             }
             if (rc == 0) {
                 start = st.step;
+                if (budgeted && st.total_steps > 0 && st.total_steps < provisional) total = st.total_steps;
                 t->adam_step = st.adam_step;
                 t->bad_in_row = st.bad_in_row;
                 if (st.world_size != t->world)
@@ -355,6 +363,9 @@ int train_run(const Options *o) {
             return FLIP_EXIT_ERROR;
         }
     }
+
+    t->total = total;
+    int calibrated = !budgeted || total != provisional;
 
     /* ---- step buffers (setup: the step itself never allocates) */
     int N_cur = start >= total - tune ? Np : N_mask;
@@ -387,14 +398,20 @@ int train_run(const Options *o) {
     }
     double iso = t->world > 1 ? comm_buckets_measure_isolated(gb, 3) : 0.0;
     metrics_open(&t->mt, t->run_dir, t->rank);
-    if (t->rank == 0)
+    if (t->rank == 0) {
+        char len[64];
+        if (calibrated) snprintf(len, sizeof len, "%ld steps", total);
+        else snprintf(len, sizeof len, "steps to fill %g min", o->max_minutes);
         fprintf(stderr,
-                "flip-train: %d ranks x B %d = G %d, %ld steps (%ld per epoch, %ld unmasked), model %s %ld params, "
+                "flip-train: %d ranks x B %d = G %d, %s (%ld per epoch, %ld unmasked), model %s %ld params, "
                 "mask %.2f (N %d of %d), peak %.1f GFLOP/s per rank, %d grad buckets (%.1f ms all-reduce alone)\n",
-                t->world, t->B, t->G, total, spe, tune, cfg.name, (long)m->n_params, o->mask_ratio, N_mask, Np, peak,
+                t->world, t->B, t->G, len, spe, tune, cfg.name, (long)m->n_params, o->mask_ratio, N_mask, Np, peak,
                 comm_buckets_stats(gb).n_buckets, 1e3 * iso);
+    }
 
     loader_seek(ld, start);
+    const double t_train0 = now_s();
+    double t_cal0 = t_train0;
     int rank_off = t->rank * t->B;
     long skipped = 0, win_steps = 0, win_images = 0;
     double win_t0 = now_s(), win_wait = 0, win_flops = 0, wait_total = 0;
@@ -403,8 +420,16 @@ int train_run(const Options *o) {
     long step = start;
     for (; step < total; step++) {
         /* ---- step boundary: signals (any rank's flag stops all) */
-        int sig = (int)g_signal;
-        comm_allreduce_max_int(&sig, 1);
+        int flags[2] = {(int)g_signal, 0};
+        if (t->rank == 0 && o->max_minutes > 0) flags[1] = now_s() - t_train0 > 60.0 * o->max_minutes;
+        comm_allreduce_max_int(flags, 2);
+        int sig = flags[0];
+        if (flags[1]) {
+            save_checkpoint(t, step);
+            run_evals(t, step, N_cur);
+            say(P, "--max-minutes %g reached: checkpoint saved at step %ld, stopping", o->max_minutes, step);
+            break;
+        }
         if (sig) {
             save_checkpoint(t, step);
             say(P, "received %s: checkpoint saved at step %ld, exiting", sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM", step);
@@ -472,6 +497,20 @@ int train_run(const Options *o) {
             flip_model_adamw(m, &opt, scale, t->adam_step);
         }
         long done = step + 1;
+        if (!calibrated && done == start + 1) t_cal0 = now_s(); /* step 1 (setup, first touch) excluded */
+        if (!calibrated && done == start + 6) {
+            /* rank 0's measurement decides; every rank gets the same length */
+            double step_s = (now_s() - t_cal0) / 5.0, left = 60.0 * o->max_minutes - (now_s() - t_train0);
+            long more = left > 0 ? (long)(left / step_s) : 0;
+            comm_bcast(&more, sizeof more, 0);
+            total = done + more;
+            if (tune > total - done) tune = total - done;
+            t->total = total;
+            sched.total_steps = total;
+            calibrated = 1;
+            say(P, "--max-minutes %g: %.3f s per step -> %ld steps in total (%ld more)", o->max_minutes, step_s, total,
+                more);
+        }
         win_steps++;
         win_images += t->G;
         win_flops += flip_config_train_flops(&cfg, N == Np ? 0.0f : (float)o->mask_ratio) * t->G;

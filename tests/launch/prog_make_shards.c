@@ -4,8 +4,9 @@
  *
  * usage: launch_prog_make_shards OUT_DIR N_SHARDS N_PER_SHARD IMAGE_SIZE CHANNELS [T]
  * Writes OUT_DIR/train-000000.h5 ... , OUT_DIR/vocab.txt, OUT_DIR/classnames.txt
- * and OUT_DIR/templates.txt. Sample i has class k = i % 10: its image is a
- * bright square at a class-dependent place on a noisy background, its caption
+ * and OUT_DIR/templates.txt. Sample i has class k = i % 10: its image is noise
+ * around a class-dependent brightness (so random crops and flips keep the
+ * class visible), its caption
  * one of a few templates around the class name, tokenized with the vocab (so
  * zero-shot prompts tokenize the same way). Deterministic (counter RNG). */
 #include <stdio.h>
@@ -78,14 +79,11 @@ int main(int argc, char **argv) {
             int k = (int)(i % 10);
             Rng r;
             rng_init(&r, 2024, FLIP_RNG_TEST, (uint64_t)i, 0);
-            int q = S / 4, x0 = (k % 3) * q + q / 2, y0 = (k / 3 % 3) * q + q / 2;
-            for (int y = 0; y < S; y++)
-                for (int x = 0; x < S; x++)
-                    for (int c = 0; c < C; c++) {
-                        int v = (int)rng_below(&r, 64);
-                        if (x >= x0 && x < x0 + q && y >= y0 && y < y0 + q) v += 150 + 10 * c + (k >= 9 ? 40 : 0);
-                        img[((size_t)y * S + x) * C + c] = (uint8_t)(v > 255 ? 255 : v);
-                    }
+            /* class k: overall brightness 20 + 22 k (survives crop and flip) */
+            for (size_t p = 0; p < (size_t)S * S * C; p++) {
+                int v = 20 + 22 * k + (int)rng_below(&r, 16);
+                img[p] = (uint8_t)(v > 255 ? 255 : v);
+            }
             char caption[256];
             int tm = (int)rng_below(&r, 4);
             snprintf(caption, sizeof caption, "%s%s%s", k_prefix[tm], k_classes[k], k_suffix[tm]);

@@ -2,9 +2,11 @@
 # test_train_invariance.sh — DESIGN §3 invariance contract, end to end: the same
 # 5 steps at global batch G = 16 (mask 0.5, the last step unmasked tuning) with
 # 1, 2 and 4 ranks give the same per-step losses and final parameters up to
-# float summation order. Tolerances (measured: loss rel diff <= 6e-8, params
-# max abs diff 1.8e-6 after 5 AdamW steps at lr 1e-3, from Adam's normalised
-# update of near-zero gradients): loss rel 1e-5, params atol 2e-5 + rtol 1e-4.
+# float summation order. Tolerances (measured: loss rel diff <= 1e-7, params
+# max abs diff 1.8e-6 .. 4.3e-6 after 5 AdamW steps at lr 1e-3 on two synthetic
+# data sets, from Adam's normalised update of near-zero gradients whose sign
+# flips under reordering; bounded by lr x steps = 5e-3): loss rel 1e-5,
+# params atol 5e-5 (> 10x the measured) + rtol 1e-4.
 set -u
 : "${FLIP_BUILD_DIR:?set by ctest}" "${MPIEXEC:=mpirun}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
@@ -33,7 +35,7 @@ for np in 2 4; do
   else
     echo "FAIL: losses differ between 1 and $np ranks" >&2; fail=1
   fi
-  if "$B/tests/launch_prog_compare_params" "$tmp/p$np.bin" "$tmp/p1.bin" 2e-5 1e-4; then
+  if "$B/tests/launch_prog_compare_params" "$tmp/p$np.bin" "$tmp/p1.bin" 5e-5 1e-4; then
     echo "ok    final params np1 == np$np"
   else
     echo "FAIL: final params differ between 1 and $np ranks" >&2; fail=1
