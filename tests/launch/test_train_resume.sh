@@ -6,7 +6,8 @@
 #     "received SIGTERM: checkpoint saved at step k, exiting" and exit 0; the run
 #     resumed from `latest` ends bit-identical to an uninterrupted run.
 #  3. a rank killed with SIGKILL ends the whole job, non-zero, within seconds.
-#  4. flip-eval reads the final checkpoint (zero-shot + retrieval JSON lines).
+#  4. flip-eval reads the final checkpoint (zero-shot + retrieval JSON lines);
+#     h5py reads the checkpoint.
 set -u
 : "${FLIP_BUILD_DIR:?set by ctest}" "${MPIEXEC:=mpirun}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
@@ -39,6 +40,17 @@ train split --train-samples 96 --stop-at-step 3 2>"$tmp/split1.err" || bad "firs
   ok "checkpoint step-00000003.h5 and latest symlink written" || bad "no checkpoint after --stop-at-step 3"
 train split --train-samples 96 --resume latest --dump-params "$tmp/split.bin" 2>"$tmp/split2.err" || { bad "resumed half"; tail -3 "$tmp/split2.err" >&2; }
 grep -q "resumed from .*step-00000003.h5 at step 3" "$tmp/split2.err" && ok "resumed at step 3" || bad "resume message missing"
+# the checkpoint is plain HDF5 that h5py reads (python3-h5py: launch/install-deps --with-peer)
+if /usr/bin/python3 - "$tmp/logs/split/checkpoints/latest" <<'PY'
+import sys, h5py
+f = h5py.File(sys.argv[1], "r")
+assert f.attrs["format"] in (b"flip-checkpoint", "flip-checkpoint"), f.attrs["format"]
+assert int(f.attrs["step"]) == 6 and int(f.attrs["world_size"]) == 2 and int(f.attrs["global_batch"]) == 16
+p = f["params/visual.patch_embed.weight"]
+assert p.dtype == "float32" and p.shape == (192, 48), (p.dtype, p.shape)
+assert set(f["params"]) == set(f["adam_m"]) == set(f["adam_v"]) and "logit_scale" in f["params"]
+PY
+then ok "h5py reads the checkpoint (attributes, shapes, three groups)"; else bad "h5py could not read the checkpoint"; fi
 if cmp -s "$tmp/straight.bin" "$tmp/split.bin"; then ok "6 straight == 3 + resume + 3: params bit for bit"; else bad "params differ after resume"; fi
 if [ "$(losses straight)" = "$(losses split)" ] && [ "$(losses straight | wc -l)" = 6 ]; then
   ok "losses of all 6 steps identical"; else bad "losses differ: $(losses straight | tr '\n' ' ') vs $(losses split | tr '\n' ' ')"; fi
