@@ -164,52 +164,60 @@ s=$(wait_state "$j1" 90 "COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEM
 grep -q "done" "$tmp/logs/straight/attempts.tsv" 2>/dev/null && ok "reference attempt recorded as done" ||
   bad "reference attempts.tsv: $(cat "$tmp/logs/straight/attempts.tsv" 2>/dev/null)"
 
-# 2. preempted job: SIGUSR1 to the batch shell mid-run, requeue, resume
-j2=$(submit preempt --dump-params "$tmp/preempt.bin") || { bad "sbatch failed"; exit 1; }
-m="$tmp/logs/preempt/metrics.jsonl"
-for _ in $(seq 600); do
-  [ -s "$m" ] && [ "$(wc -l < "$m")" -ge 6 ] && break
-  sleep 0.1
-done
-n_before=$(wc -l < "$m" 2>/dev/null || echo 0)
-if [ "$n_before" -ge 6 ] && [ "$n_before" -lt 48 ]; then ok "job $j2 running, at step $n_before of 48: preempting"
-else bad "job $j2 not mid-run before preemption ($n_before logged steps)"; fi
-timeout 10 scancel --signal=USR1 --batch "$j2" || bad "scancel --signal=USR1 --batch $j2 failed"
-# the script checkpoints and requeues: the job must come back and run again
-requeued=0
-for _ in $(seq 300); do
-  rc_count=$(jfield "$j2" Restarts)
-  [ -n "$rc_count" ] && [ "$rc_count" -ge 1 ] && { requeued=1; break; }
-  sleep 0.2
-done
-[ $requeued = 1 ] && ok "job $j2 requeued (Restarts=$rc_count)" || { bad "job $j2 not requeued (state $(jstate "$j2"))"; tail -5 "$tmp"/preempt-*.out >&2; }
-# a requeued batch job is held back by a BeginTime a little in the future: let it go now
-for _ in $(seq 20); do
-  s=$(jstate "$j2")
-  [ "$s" = PENDING ] || break
-  timeout 10 scontrol update JobId="$j2" StartTime=now >/dev/null 2>&1
-  sleep 0.5
-done
-s=$(wait_state "$j2" 90 "COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY")
-[ "$s" = COMPLETED ] && ok "requeued job $j2 COMPLETED" || { bad "requeued job $j2 ended '$s'"; tail -8 "$tmp"/preempt-*.out >&2; }
-out=$(cat "$tmp"/preempt-*.out 2>/dev/null)
-grep -q "received SIGUSR1 (preemption)" <<<"$out" && ok "batch trap caught SIGUSR1" || bad "trap message missing"
-k=$(grep -o "received SIGUSR1: checkpoint saved at step [0-9]*" <<<"$out" | grep -o "[0-9]*$" | head -1)
-[ -n "$k" ] && [ "$k" -gt 0 ] && [ "$k" -lt 48 ] && ok "ranks checkpointed at step $k on the forwarded signal" ||
-  bad "no mid-run checkpoint on SIGUSR1 (step '$k')"
-grep -q "requeueing job $j2" <<<"$out" && ok "script called scontrol requeue" || bad "requeue message missing"
-grep -q "restart 1 on" <<<"$out" && ok "second attempt ran with SLURM_RESTART_COUNT=1" || bad "no second attempt in the job output"
-grep -q "resumed from .*step-$(printf %08d "${k:-0}").h5 at step ${k:-x}" <<<"$out" && ok "second attempt resumed from the step-$k checkpoint" ||
-  bad "second attempt did not resume from step ${k:-?}"
-att=$(cut -f6 "$tmp/logs/preempt/attempts.tsv" 2>/dev/null | tr '\n' ' ')
-[ "$att" = "preempted done " ] && ok "attempts.tsv: preempted, done" || bad "attempts.tsv outcomes '$att'"
-if [ "$(losses straight)" = "$(losses preempt)" ] && [ "$(losses straight | wc -l)" = 48 ]; then
-  ok "all 48 losses identical to the uninterrupted run (final $(losses preempt | tail -1))"
-else
-  bad "losses differ: last $(losses straight | tail -1) vs $(losses preempt | tail -1), counts $(losses straight | wc -l)/$(losses preempt | wc -l)"
-fi
-cmp -s "$tmp/straight.bin" "$tmp/preempt.bin" && [ -s "$tmp/straight.bin" ] &&
-  ok "final parameters bit-identical to the uninterrupted run" || bad "final parameters differ (or missing)"
+# 2. preempted job: SIGUSR1 to the batch shell mid-run, requeue, resume;
+#    once with mpirun and once with srun --mpi=pmix as the launcher
+preempt_case() { # run-name launcher
+  local name=$1 L=$2 j m n_before requeued rc_count s out k att
+  j=$(FLIP_LAUNCHER=$L submit "$name" --dump-params "$tmp/$name.bin") || { bad "[$L] sbatch failed"; return; }
+  m="$tmp/logs/$name/metrics.jsonl"
+  for _ in $(seq 600); do
+    [ -s "$m" ] && [ "$(wc -l < "$m")" -ge 6 ] && break
+    sleep 0.1
+  done
+  n_before=$(wc -l < "$m" 2>/dev/null || echo 0)
+  if [ "$n_before" -ge 6 ] && [ "$n_before" -lt 48 ]; then ok "[$L] job $j running, at step $n_before of 48: preempting"
+  else bad "[$L] job $j not mid-run before preemption ($n_before logged steps)"; fi
+  timeout 10 scancel --signal=USR1 --batch "$j" || bad "[$L] scancel --signal=USR1 --batch $j failed"
+  # the script checkpoints and requeues: the job must come back and run again
+  requeued=0
+  for _ in $(seq 300); do
+    rc_count=$(jfield "$j" Restarts)
+    [ -n "$rc_count" ] && [ "$rc_count" -ge 1 ] && { requeued=1; break; }
+    sleep 0.2
+  done
+  [ $requeued = 1 ] && ok "[$L] job $j requeued (Restarts=$rc_count)" ||
+    { bad "[$L] job $j not requeued (state $(jstate "$j"))"; tail -5 "$tmp/$name"-*.out >&2; }
+  # Slurm holds a requeued batch job back (BeginTime about 2 minutes ahead): let it go now
+  for _ in $(seq 20); do
+    s=$(jstate "$j")
+    [ "$s" = PENDING ] || break
+    timeout 10 scontrol update JobId="$j" StartTime=now >/dev/null 2>&1
+    sleep 0.5
+  done
+  s=$(wait_state "$j" 90 "COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY")
+  [ "$s" = COMPLETED ] && ok "[$L] requeued job $j COMPLETED" || { bad "[$L] requeued job $j ended '$s'"; tail -8 "$tmp/$name"-*.out >&2; }
+  out=$(cat "$tmp/$name"-*.out 2>/dev/null)
+  grep -q "restart 0 on .*: $L " <<<"$out" && ok "[$L] ranks launched with $L" || bad "[$L] launcher not used"
+  grep -q "received SIGUSR1 (preemption)" <<<"$out" && ok "[$L] batch trap caught SIGUSR1" || bad "[$L] trap message missing"
+  k=$(grep -o "received SIGUSR1: checkpoint saved at step [0-9]*" <<<"$out" | grep -o "[0-9]*$" | head -1)
+  [ -n "$k" ] && [ "$k" -gt 0 ] && [ "$k" -lt 48 ] && ok "[$L] ranks checkpointed at step $k on the forwarded signal" ||
+    bad "[$L] no mid-run checkpoint on SIGUSR1 (step '$k')"
+  grep -q "requeueing job $j" <<<"$out" && ok "[$L] script called scontrol requeue" || bad "[$L] requeue message missing"
+  grep -q "restart 1 on" <<<"$out" && ok "[$L] second attempt ran with SLURM_RESTART_COUNT=1" || bad "[$L] no second attempt in the job output"
+  grep -q "resumed from .*step-$(printf %08d "${k:-0}").h5 at step ${k:-x}" <<<"$out" &&
+    ok "[$L] second attempt resumed from the step-$k checkpoint" || bad "[$L] second attempt did not resume from step ${k:-?}"
+  att=$(cut -f6 "$tmp/logs/$name/attempts.tsv" 2>/dev/null | tr '\n' ' ')
+  [ "$att" = "preempted done " ] && ok "[$L] attempts.tsv: preempted, done" || bad "[$L] attempts.tsv outcomes '$att'"
+  if [ "$(losses straight)" = "$(losses "$name")" ] && [ "$(losses straight | wc -l)" = 48 ]; then
+    ok "[$L] all 48 losses identical to the uninterrupted run (final $(losses "$name" | tail -1))"
+  else
+    bad "[$L] losses differ: last $(losses straight | tail -1) vs $(losses "$name" | tail -1), counts $(losses straight | wc -l)/$(losses "$name" | wc -l)"
+  fi
+  cmp -s "$tmp/straight.bin" "$tmp/$name.bin" && [ -s "$tmp/straight.bin" ] &&
+    ok "[$L] final parameters bit-identical to the uninterrupted run" || bad "[$L] final parameters differ (or missing)"
+}
+preempt_case preempt mpirun
+preempt_case preempt-srun srun
 
 # 3. flip-sweep as a Slurm job array limited to one task at a time (each task
 #    needs 1 of the node's 2 CPUs, so only the %1 limit keeps them apart)
