@@ -24,6 +24,7 @@
  * layout; flip_model_free releases all. Forward/backward never allocate. */
 #include "model.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,19 +68,26 @@ typedef struct {
 } Ops;
 
 static const Ops OPS_FAST = {
-    linear_forward,      linear_backward,    linear_gelu_forward, linear_gelu_backward,
-    layernorm_forward,   layernorm_backward, attention_forward,   attention_backward,
-    residual_forward,    meanpool_forward,   meanpool_backward,   l2norm_forward,
-    l2norm_backward,     embedding_forward,  embedding_backward,  infonce_forward,
-    infonce_backward,    adamw_update,
+    .linear_fwd = linear_forward,           .linear_bwd = linear_backward,
+    .linear_gelu_fwd = linear_gelu_forward, .linear_gelu_bwd = linear_gelu_backward,
+    .ln_fwd = layernorm_forward,            .ln_bwd = layernorm_backward,
+    .attn_fwd = attention_forward,          .attn_bwd = attention_backward,
+    .res_fwd = residual_forward,            .pool_fwd = meanpool_forward,
+    .pool_bwd = meanpool_backward,          .l2_fwd = l2norm_forward,
+    .l2_bwd = l2norm_backward,              .emb_fwd = embedding_forward,
+    .emb_bwd = embedding_backward,          .infonce_fwd = infonce_forward,
+    .infonce_bwd = infonce_backward,        .adamw = adamw_update,
 };
 static const Ops OPS_REF = {
-    linear_forward_ref,    linear_backward_ref,    linear_gelu_forward_ref,
-    linear_gelu_backward_ref, layernorm_forward_ref, layernorm_backward_ref,
-    attention_forward_ref, attention_backward_ref, residual_forward_ref,
-    meanpool_forward_ref,  meanpool_backward_ref,  l2norm_forward_ref,
-    l2norm_backward_ref,   embedding_forward_ref,  embedding_backward_ref,
-    infonce_forward_ref,   infonce_backward_ref,   adamw_update_ref,
+    .linear_fwd = linear_forward_ref,           .linear_bwd = linear_backward_ref,
+    .linear_gelu_fwd = linear_gelu_forward_ref, .linear_gelu_bwd = linear_gelu_backward_ref,
+    .ln_fwd = layernorm_forward_ref,            .ln_bwd = layernorm_backward_ref,
+    .attn_fwd = attention_forward_ref,          .attn_bwd = attention_backward_ref,
+    .res_fwd = residual_forward_ref,            .pool_fwd = meanpool_forward_ref,
+    .pool_bwd = meanpool_backward_ref,          .l2_fwd = l2norm_forward_ref,
+    .l2_bwd = l2norm_backward_ref,              .emb_fwd = embedding_forward_ref,
+    .emb_bwd = embedding_backward_ref,          .infonce_fwd = infonce_forward_ref,
+    .infonce_bwd = infonce_backward_ref,        .adamw = adamw_update_ref,
 };
 
 static const Ops *model_ops(const FlipModel *m) { return m->use_ref ? &OPS_REF : &OPS_FAST; }
@@ -392,6 +400,9 @@ static void acts_free(FlipModel *m) {
 void flip_model_plan(FlipModel *m, int B, int N) {
     FLIP_CHECK(B >= 1, "flip_model_plan: batch %d must be >= 1", B);
     FLIP_CHECK(N >= 1 && N <= m->Np, "flip_model_plan: kept patches %d out of range [1, %d]", N, m->Np);
+    FLIP_CHECK((long long)B * (N > m->cfg.context ? N : m->cfg.context) * 4 * m->cfg.width <= INT_MAX &&
+                   (long long)B * m->cfg.context * 4 * m->cfg.text_width <= INT_MAX,
+               "flip_model_plan: batch %d too large for 32-bit row counts: use a smaller local batch", B);
     acts_free(m);
     const FlipConfig *c = &m->cfg;
     FlipActs *A = flip_calloc(1, sizeof(FlipActs), "activation layout");
