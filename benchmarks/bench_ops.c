@@ -8,6 +8,9 @@
  * bias sum and GELU are not counted); attention fwd 4 B T^2 C (S and P v),
  * bwd 8 B T^2 C (dV, dP, dQ, dK); softmax / dS loops not counted but timed.
  *
+ * Columns fwd%pk / bwd%pk: the rate as % of a oneDNN 1024^3 matmul measured
+ * just before the row (pk1024); BLOCK rows use the mean of their rows' peaks.
+ *
  * Usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas]
  * Run with OMP_NUM_THREADS set to the cores to use (2 here); other load on the
  * machine shifts absolute numbers, so compare ratios within one run.
@@ -116,10 +119,26 @@ static void peak_blas_gemm(void *p) {
                 g->b, g->n, 0.0f, g->c, g->n);
 }
 
+/* GFLOP/s of a oneDNN 1024^3 matmul measured right before each row: the
+ * machine is shared, so each row's rates are also given as % of this local
+ * peak (adjacent in time, hence comparable across rows under varying load). */
+static GemmCtx g_local;
+static double g_local_peak, g_peak_sum;
+static int g_peak_n;
+
+static void measure_local_peak(double budget) {
+    double t = time_op(peak_dnnl_gemm, &g_local, budget / 2);
+    g_local_peak = 2.0 * g_local.n * g_local.n * (double)g_local.n / t * 1e-9;
+    g_peak_sum += g_local_peak;
+    g_peak_n++;
+}
+
 static void row(const char *preset, double mask, const char *op, const char *shape, double flops_f,
                 double tf, double flops_b, double tb) {
-    printf("%-8s %5.2f  %-10s %-22s %9.3f %8.1f %9.3f %8.1f\n", preset, mask, op, shape, tf * 1e3,
-           flops_f / tf * 1e-9, tb * 1e3, flops_b / tb * 1e-9);
+    double gf = flops_f / tf * 1e-9, gb = flops_b / tb * 1e-9;
+    printf("%-8s %5.2f  %-10s %-22s %9.3f %8.1f %9.3f %8.1f %6.0f %6.0f %6.1f\n", preset, mask, op, shape,
+           tf * 1e3, gf, tb * 1e3, gb, 100.0 * gf / g_local_peak, 100.0 * gb / g_local_peak,
+           g_local_peak);
 }
 
 static void bench_preset(const char *preset, int B, int Np, int C, int H, double budget) {
@@ -127,6 +146,8 @@ static void bench_preset(const char *preset, int B, int Np, int C, int H, double
     for (int mi = 0; mi < 3; mi++) {
         int N = (int)((double)Np * (1.0 - masks[mi]));
         int M = B * N;
+        g_peak_sum = 0;
+        g_peak_n = 0;
         double tot_f = 0, tot_b = 0, tot_ff = 0, tot_fb = 0;
         /* the four linears of a block */
         struct { const char *name; int IC, OC, gelu; } L[4] = {
@@ -143,6 +164,7 @@ static void bench_preset(const char *preset, int B, int Np, int C, int H, double
             fill(c.dy, ny, 4, 1.0); fill(c.dx, nx, 5, 0.0); fill(c.dw, nw, 6, 0.0);
             fill(c.db, c.OC, 7, 0.0);
             lin_fwd(&c);
+            measure_local_peak(budget);
             double tf = time_op(lin_fwd, &c, budget), tb = time_op(lin_bwd, &c, budget);
             double ff = 2.0 * M * c.IC * c.OC, fb = 2 * ff;
             char shape[64];
@@ -159,6 +181,7 @@ static void bench_preset(const char *preset, int B, int Np, int C, int H, double
             c.att = flip_malloc(na * 4, "att"); c.dout = flip_malloc(no * 4, "dout");
             c.dqkv = flip_malloc(nq * 4, "dqkv"); c.scr = flip_malloc(na * 4, "scr");
             fill(c.qkv, nq, 8, 1.0); fill(c.dout, no, 9, 1.0); fill(c.dqkv, nq, 10, 0.0);
+            measure_local_peak(budget);
             double tf = time_op(att_fwd, &c, budget), tb = time_op(att_bwd, &c, budget);
             double ff = 4.0 * B * (double)N * N * C, fb = 2 * ff;
             char shape[64];
@@ -168,6 +191,7 @@ static void bench_preset(const char *preset, int B, int Np, int C, int H, double
             float *bufs[] = {c.qkv, c.out, c.att, c.dout, c.dqkv, c.scr};
             for (int i = 0; i < 6; i++) flip_free(bufs[i]);
         }
+        g_local_peak = g_peak_sum / g_peak_n; /* the block's rows' mean local peak */
         row(preset, masks[mi], "BLOCK", "(all of the above)", tot_ff, tot_f, tot_fb, tot_b);
     }
 }
@@ -199,9 +223,15 @@ int main(int argc, char **argv) {
     }
     flip_free(g.a); flip_free(g.b); flip_free(g.c);
 
-    printf("%-8s %5s  %-10s %-22s %9s %8s %9s %8s\n", "preset", "mask", "op", "shape", "fwd ms",
-           "GFLOP/s", "bwd ms", "GFLOP/s");
+    g_local.n = 1024;
+    size_t n1 = (size_t)g_local.n * g_local.n;
+    g_local.a = flip_malloc(n1 * 4, "A1"); g_local.b = flip_malloc(n1 * 4, "B1");
+    g_local.c = flip_malloc(n1 * 4, "C1");
+    fill(g_local.a, n1, 13, 1.0); fill(g_local.b, n1, 14, 1.0);
+    printf("%-8s %5s  %-10s %-22s %9s %8s %9s %8s %6s %6s %6s\n", "preset", "mask", "op", "shape", "fwd ms",
+           "GFLOP/s", "bwd ms", "GFLOP/s", "fwd%pk", "bwd%pk", "pk1024");
     if (!strcmp(which, "all") || !strcmp(which, "vit-s16")) bench_preset("vit-s16", 64, 196, 384, 6, budget);
     if (!strcmp(which, "all") || !strcmp(which, "tiny")) bench_preset("tiny", 256, 64, 192, 3, budget);
+    flip_free(g_local.a); flip_free(g_local.b); flip_free(g_local.c);
     return 0;
 }
