@@ -2,7 +2,8 @@
  *
  * 1. Central finite differences of the float InfoNCE loss on the _ref path,
  *    for EVERY parameter tensor, at mask 0, 0.5 and 0.75 on a reduced config
- *    (2 + 2 blocks, text heads 3, padded captions of lengths 1..T) and at
+ *    (2 + 2 blocks, text heads 3, padded captions of lengths 1..T), at mask
+ *    0.5 on a grayscale 28 x 28 / patch 7 variant, and at
  *    mask 0.75 on the real `tiny` preset (B 2; FD losses through the fast
  *    forward there, see main). Per tensor:
  *    - the coordinate of largest |g| alone (reduced config);
@@ -502,6 +503,13 @@ int main(void) {
     small.embed_dim = 16;
     const float masks[3] = {0.0f, 0.5f, 0.75f};
     for (int i = 0; i < 3; i++) run_suite(&small, 5, masks[i], 1, 8, 0, "reduced");
+    /* grayscale, 28 x 28 with patch 7 (the demo's Fashion-MNIST shape class) */
+    FlipConfig gray = small;
+    snprintf(gray.name, sizeof(gray.name), "gray");
+    gray.channels = 1;
+    gray.image_size = 28;
+    gray.patch = 7;
+    run_suite(&gray, 4, 0.5f, 1, 8, 0, "gray 28/7");
 
     /* the real tiny preset, B 2, mask 0.75: the analytic gradient is the _ref
      * backward, but the FD losses run through the FAST forward — a _ref tower
