@@ -11,7 +11,9 @@
  * Columns fwd%pk / bwd%pk: the rate as % of a oneDNN 1024^3 matmul measured
  * just before the row (pk1024); BLOCK rows use the mean of their rows' peaks.
  *
- * Usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas]
+ * Usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock]
+ * --cpu-clock times with process CPU time instead of wall time: with
+ * OMP_NUM_THREADS=1 this is robust to other processes on a shared machine.
  * Run with OMP_NUM_THREADS set to the cores to use (2 here); other load on the
  * machine shifts absolute numbers, so compare ratios within one run.
  */
@@ -27,9 +29,13 @@
 #include "ops.h"
 #include "rng.h"
 
+/* wall clock, or process CPU time with --cpu-clock (robust to other load on a
+ * shared machine, meaningful with OMP_NUM_THREADS=1 only) */
+static clockid_t g_clock = CLOCK_MONOTONIC;
+
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(g_clock, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -204,11 +210,14 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--seconds") && i + 1 < argc) budget = atof(argv[++i]);
         else if (!strcmp(argv[i], "--preset") && i + 1 < argc) which = argv[++i];
         else if (!strcmp(argv[i], "--no-blas")) blas = 0;
-        else FLIP_FATAL("bench_ops: unknown argument '%s'; usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas]", argv[i]);
+        else if (!strcmp(argv[i], "--cpu-clock")) g_clock = CLOCK_PROCESS_CPUTIME_ID;
+        else FLIP_FATAL("bench_ops: unknown argument '%s'; usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock]", argv[i]);
     }
     FLIP_CHECK(budget > 0, "bench_ops: --seconds must be > 0");
-    printf("# bench_ops: OMP threads %d, %.2f s per measurement (best of 3 trials)\n",
-           omp_get_max_threads(), budget);
+    FLIP_CHECK(g_clock == CLOCK_MONOTONIC || omp_get_max_threads() == 1,
+               "bench_ops: --cpu-clock needs OMP_NUM_THREADS=1 (CPU time sums over threads)");
+    printf("# bench_ops: OMP threads %d, %.2f s per measurement (best of 3 trials), %s clock\n",
+           omp_get_max_threads(), budget, g_clock == CLOCK_MONOTONIC ? "wall" : "process CPU");
 
     GemmCtx g = {2048, 0, 0, 0};
     size_t n2 = (size_t)g.n * g.n;
