@@ -13,6 +13,7 @@
 #include "comm.h"
 #include "common.h"
 #include "loader.h"
+#include "ops.h"
 #include "shard.h"
 #include "wordpiece.h"
 
@@ -86,7 +87,7 @@ static char *trim(char *s) {
     return s;
 }
 
-/* Non-blank lines of path (trimmed). */
+/* Non-blank lines of path (trimmed), except comment lines starting with '#'. */
 static char **read_lines(const char *path, int *n_out, const char *what, char *err, size_t eb) {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -98,7 +99,7 @@ static char **read_lines(const char *path, int *n_out, const char *what, char *e
     char buf[4096];
     while (fgets(buf, sizeof buf, f)) {
         char *s = trim(buf);
-        if (!*s) continue;
+        if (!*s || *s == '#') continue;
         if (n == cap) {
             char **bigger = flip_calloc((size_t)cap * 2, sizeof(char *), "lines");
             memcpy(bigger, lines, sizeof(char *) * (size_t)n);
@@ -347,23 +348,40 @@ int eval_retrieval(FlipModel *m, const char *spec, int B_eval, RetrievalResult *
         /* every row was written by exactly one rank: the sum is the gather */
         comm_allreduce_sum_f32(ie, (size_t)n * D);
         comm_allreduce_sum_f32(te, (size_t)n * D);
+        /* this rank's queries in blocks of QB: scores of a block against all n
+         * candidates with one oneDNN matmul per direction (linear_forward);
+         * the query's own pair is scored by the same matmul as its rivals */
         static const int ks[3] = {1, 5, 10};
+        enum { QB = 256 };
+        FLIP_CHECK(n < (1L << 31), "retrieval: %ld pairs exceed the matmul's int range", n);
+        float *qi = flip_malloc(sizeof(float) * QB * (size_t)D, "retrieval image queries");
+        float *qt = flip_malloc(sizeof(float) * QB * (size_t)D, "retrieval text queries");
+        float *S = flip_malloc(sizeof(float) * QB * (size_t)n, "retrieval scores");
+        long qs[QB];
         double cnt[7] = {0};
-        for (long q = rank; q < n; q += world) {
-            const float *qi = ie + (size_t)q * D, *qt = te + (size_t)q * D;
-            float own = dot(qi, qt, D);
-            long hi_t = 0, hi_i = 0;
-            for (long j = 0; j < n; j++) {
-                if (j == q) continue;
-                if (dot(qi, te + (size_t)j * D, D) > own) hi_t++; /* texts above the image's own */
-                if (dot(qt, ie + (size_t)j * D, D) > own) hi_i++; /* images above the caption's own */
+        for (long q = rank; q < n;) {
+            int nb = 0;
+            for (; nb < QB && q < n; nb++, q += world) {
+                qs[nb] = q;
+                memcpy(qi + (size_t)nb * D, ie + (size_t)q * D, sizeof(float) * D);
+                memcpy(qt + (size_t)nb * D, te + (size_t)q * D, sizeof(float) * D);
             }
-            cnt[0] += 1;
-            for (int k = 0; k < 3; k++) {
-                cnt[1 + k] += hi_t < ks[k];
-                cnt[4 + k] += hi_i < ks[k];
+            for (int dir = 0; dir < 2; dir++) {
+                /* dir 0: image -> all texts; dir 1: text -> all images */
+                linear_forward(S, dir ? qt : qi, dir ? ie : te, NULL, nb, D, (int)n);
+                for (int b = 0; b < nb; b++) {
+                    const float *row = S + (size_t)b * n;
+                    float own = row[qs[b]];
+                    long higher = 0;
+                    for (long j = 0; j < n; j++) higher += row[j] > own;
+                    for (int k = 0; k < 3; k++) cnt[1 + 3 * dir + k] += higher < ks[k];
+                }
             }
+            cnt[0] += nb;
         }
+        flip_free(qi);
+        flip_free(qt);
+        flip_free(S);
         comm_allreduce_sum_f64(cnt, 7);
         res->n = (long)cnt[0];
         for (int k = 0; k < 3; k++) {

@@ -31,7 +31,10 @@ typedef struct {
     double t2i[3];      /* text->image recall@1, @5, @10 */
 } RetrievalResult;
 
-/* vocab: vocab.txt path, or NULL/"" for <folder of the first shard>/vocab.txt. */
+/* classnames: one name per line in label order; templates: one per line with
+ * "{}" for the class name; in both, blank lines and lines starting with '#'
+ * are skipped. vocab: vocab.txt path, or NULL/"" for <folder of the first
+ * shard>/vocab.txt. */
 int eval_zeroshot(FlipModel *m, const char *data_spec, const char *classnames_path,
                   const char *templates_path, const char *vocab_path, int B_eval,
                   ZeroShotResult *res, char *err, size_t err_bytes);

@@ -26,14 +26,21 @@ double metrics_peak_gflops(double seconds) {
         w[i] = (float)((i * 5) % 11) * 0.01f;
     }
     linear_forward(c, a, w, NULL, n, n, n); /* primitive creation, warm caches */
-    long reps = 0;
-    double t0 = now_s(), t = t0;
-    while (t - t0 < seconds || reps < 2) {
-        linear_forward(c, a, w, NULL, n, n, n);
-        reps++;
-        t = now_s();
+    /* the best of 4 windows: on a shared machine the others' load only ever
+     * lowers a window's rate, so the maximum is the closest to the peak */
+    double best = 0;
+    for (int win = 0; win < 4; win++) {
+        long reps = 0;
+        double t0 = now_s(), t = t0;
+        while (t - t0 < seconds / 4 || reps < 1) {
+            linear_forward(c, a, w, NULL, n, n, n);
+            reps++;
+            t = now_s();
+        }
+        double g = 2.0 * n * (double)n * n * (double)reps / (t - t0) / 1e9;
+        if (g > best) best = g;
     }
-    double gflops = 2.0 * n * (double)n * n * (double)reps / (t - t0) / 1e9;
+    double gflops = best;
     flip_free(a);
     flip_free(w);
     flip_free(c);

@@ -23,8 +23,10 @@ typedef struct {
 } Metrics;
 
 /* Measures sgemm GFLOP/s of this process with oneDNN (linear_forward,
- * 1024^3) for about `seconds`; every rank measures at once, so the result is
- * the per-rank peak under the same core sharing as training. */
+ * 1024^3) for about `seconds` (the best of 4 windows); every rank measures at
+ * once, so the result is the per-rank peak under the same core sharing as
+ * training. On a machine shared with other jobs MFU can still exceed 100 %
+ * when their load drops after the measurement: pass --peak-gflops. */
 double metrics_peak_gflops(double seconds);
 /* Opens <run_dir>/metrics.jsonl for appending (rank 0; others get NULL). */
 void metrics_open(Metrics *mt, const char *run_dir, int rank);
