@@ -21,6 +21,10 @@ static void fill(float *x, size_t n, uint64_t a, double sd) {
     for (size_t i = 0; i < n; i++) x[i] = (float)(sd * rng_normal(&r));
 }
 
+static void nan_fill(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+
 static float *falloc(size_t n) { return flip_malloc((n ? n : 1) * sizeof(float), "test buffer"); }
 
 static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t seed) {
@@ -34,6 +38,10 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
     fill(qkv, nqkv, seed + 1, 1.0);
     fill(dout, nout, seed + 2, 1.0);
     fill(pre, nqkv, seed + 3, 1.0);
+    /* outputs and scratch start as NaN: the fast path must never read them */
+    nan_fill(out, nout);
+    nan_fill(att, natt);
+    nan_fill(scr, natt);
     char what[200];
     char tag[96];
     snprintf(tag, sizeof tag, "B=%d T=%d C=%d H=%d hd=%d lens=%s", B, T, C, H, hd, lens ? "yes" : "NULL");

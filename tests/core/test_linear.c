@@ -21,6 +21,10 @@ static void fill(float *x, size_t n, uint64_t a, double sd) {
     for (size_t i = 0; i < n; i++) x[i] = (float)(sd * rng_normal(&r));
 }
 
+static void nan_fill(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+
 static float *falloc(size_t n) { return flip_malloc((n ? n : 1) * sizeof(float), "test buffer"); }
 
 /* fast vs ref for forward and backward of linear (gelu = 0) or linear_gelu */
@@ -41,6 +45,10 @@ static void check_shape(int M, int IC, int OC, int with_bias, int gelu) {
     fill(pw, nw, s + 6, 1.0);
     fill(pb, OC, s + 7, 1.0);
     const float *bias = with_bias ? b : NULL;
+    /* outputs and scratch start as NaN: the fast path must never read them */
+    nan_fill(y, ny);
+    nan_fill(pre, ny);
+    nan_fill(scr, ny);
     char what[160];
     const char *nm = gelu ? "linear_gelu" : "linear";
 
