@@ -9,8 +9,11 @@
 #        G_TINY=128  G_S16=16  THREADS=2 (cores of the machine)
 # Prints a table and one JSON line per configuration. Step 1 (primitive
 # creation, first touch) is excluded; images/s = images / time over steps 2..n.
-# MFU is against the sgemm peak (oneDNN 1024^3 matmul) measured once here with
-# THREADS threads in one process; a 2-rank run uses half of it per rank.
+# MFU is against the sgemm peak (oneDNN 2048^3 matmul, flip-train's own
+# measurement) taken here as the best of 3 measurements with THREADS threads in
+# one process; a 2-rank run uses half of it per rank. On a machine shared with
+# other jobs the peak is measured under their load and MFU can exceed 100 %:
+# compare the images/s columns then, or pass PEAK=<GFLOP/s>.
 # The text vocabulary is the shards' (24 tokens), so the token embedding is
 # smaller than the preset's; everything else is the preset.
 set -eu
@@ -30,9 +33,15 @@ trap 'rm -rf "$tmp"' EXIT
 # one peak for all runs: 1 process x THREADS threads, 1 s matmul (printed by flip-train)
 mkdir -p "$tmp/d32"
 "$build/tests/launch_prog_make_shards" "$tmp/d32" 1 512 32 3 32 >/dev/null
-peak=$(OMP_NUM_THREADS=$THREADS "$build/flip-train" --train-data "$tmp/d32" --global-batch-size 8 --train-samples 8 \
-       --logs "$tmp/logs" --name peak 2>&1 | grep -o "peak [0-9.]* GFLOP/s" | grep -o "[0-9.]*" | head -1)
-echo "sgemm peak (oneDNN, 1 process x $THREADS threads): $peak GFLOP/s"
+peak=${PEAK:-0}
+if [ "$peak" = 0 ]; then
+  for i in 1 2 3; do
+    p=$(OMP_NUM_THREADS=$THREADS "$build/flip-train" --train-data "$tmp/d32" --global-batch-size 8 --train-samples 8 \
+        --logs "$tmp/logs" --name peak$i 2>&1 | grep -o "peak [0-9.]* GFLOP/s" | grep -o "[0-9.]*" | head -1)
+    peak=$(awk -v a="$peak" -v b="$p" 'BEGIN { print (b > a ? b : a) }')
+  done
+fi
+echo "sgemm peak (oneDNN, 1 process x $THREADS threads, best of 3): $peak GFLOP/s"
 
 printf "%-8s %-5s %-12s %10s %8s %12s %10s\n" preset mask layout "images/s" "MFU" "comm-wait ms" "hidden"
 for preset in $PRESETS; do

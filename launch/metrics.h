@@ -23,7 +23,7 @@ typedef struct {
 } Metrics;
 
 /* Measures sgemm GFLOP/s of this process with oneDNN (linear_forward,
- * 1024^3) for about `seconds` (the best of 4 windows); every rank measures at
+ * 2048^3) for about `seconds` (the best of 4 windows); every rank measures at
  * once, so the result is the per-rank peak under the same core sharing as
  * training. On a machine shared with other jobs MFU can still exceed 100 %
  * when their load drops after the measurement: pass --peak-gflops. */
