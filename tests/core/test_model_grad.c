@@ -27,6 +27,7 @@
  *    gradient is final (bit-identical to the end of backward) when reported.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -485,6 +486,11 @@ static void run_suite(const FlipConfig *cfg, int B, float mask, int fd_single, i
 }
 
 int main(void) {
+    /* One OpenMP thread: nothing checked here depends on the thread count (the
+     * op tests cover threading), and on a shared 2-core machine every OpenMP
+     * region of a 2-thread run can wait a scheduler time slice for its second
+     * thread (measured: 35-56 s instead of 5-11 s under load 5). */
+    omp_set_num_threads(1);
     /* reduced: every code path of the presets at a fraction of the cost;
      * text heads 3 (> 1), context 8 with captions of lengths 1..8, mlp 4 */
     FlipConfig small;

@@ -13,6 +13,7 @@
  * temperature is clamped into [0, ln 100], and two runs from the same seed
  * give bit-identical losses. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -88,6 +89,11 @@ static void train(const FlipConfig *cfg, const Data *d, float mask, int steps, f
 }
 
 int main(void) {
+    /* One OpenMP thread: nothing checked here depends on the thread count (the
+     * op tests cover threading), and on a shared 2-core machine every OpenMP
+     * region of a 2-thread run can wait a scheduler time slice for its second
+     * thread (measured: 35-56 s instead of 5-11 s under load 5). */
+    omp_set_num_threads(1);
     FlipConfig cfg;
     if (flip_config_preset(&cfg, "tiny") != 0) FLIP_FATAL("tiny preset missing");
     cfg.vocab = 512; /* the synthetic captions use ids < 350 */
