@@ -2,14 +2,17 @@
  * "Failures"). MPI_THREAD_FUNNELED: only the main thread calls MPI (the
  * loader's prefetch thread never does). */
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "comm.h"
 #include "comm_mpi.h"
 
 static int g_rank = 0, g_size = 1, g_local_rank = 0, g_local_size = 1;
 static int g_up = 0;
+static pthread_t g_main_thread;
 
 _Noreturn void comm_mpi_fatal(const char *file, int line, const char *call, int err) {
     char msg[MPI_MAX_ERROR_STRING + 1];
@@ -19,10 +22,16 @@ _Noreturn void comm_mpi_fatal(const char *file, int line, const char *call, int 
     flip_fatal(file, line, "%s failed: %s", call, msg);
 }
 
+/* flip_fatal's hook. MPI_THREAD_FUNNELED allows MPI calls from the main
+ * thread only, so a fatal error on another thread (the loader's prefetch
+ * thread) ends this process without MPI; mpirun then sees a rank exit without
+ * MPI_Finalize and kills the job, as for a crashed rank. */
 static void abort_hook(int code) {
-    MPI_Abort(MPI_COMM_WORLD, code);
+    fflush(stdout);
+    fflush(stderr);
+    if (pthread_equal(pthread_self(), g_main_thread)) MPI_Abort(MPI_COMM_WORLD, code);
     /* MPI_Abort does not return; if it ever did, do not continue */
-    _Exit(code ? code : 1);
+    _exit(code ? code : 1);
 }
 
 void comm_init(int *argc, char ***argv) {
@@ -30,6 +39,7 @@ void comm_init(int *argc, char ***argv) {
     int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     if (rc != MPI_SUCCESS) FLIP_FATAL("MPI_Init_thread failed (error %d): is the MPI runtime installed?", rc);
     g_up = 1;
+    g_main_thread = pthread_self();
     MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &g_rank));
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &g_size));
@@ -60,10 +70,8 @@ int comm_local_size(void) { return g_local_size; }
 void comm_barrier(void) { MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
 
 _Noreturn void comm_abort(int code) {
-    fflush(stdout);
-    fflush(stderr);
     abort_hook(code);
-    _Exit(code);
+    _exit(code);
 }
 
 double comm_wtime(void) { return MPI_Wtime(); }

@@ -2,7 +2,8 @@
 # test_train_errors.sh — user errors of flip-train / flip-eval give exactly one
 # line on stderr naming the flag or file, and exit 2 (bad flags) or 1 (bad
 # data, checkpoint, too many non-finite steps), also under mpirun with 2 ranks
-# (only rank 0 prints, every rank exits).
+# (only rank 0 prints, every rank exits); a corrupt sample ends the job (or is
+# skipped with --skip-bad 1).
 set -u
 : "${FLIP_BUILD_DIR:?set by ctest}" "${MPIEXEC:=mpirun}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
@@ -57,6 +58,38 @@ head -c 3000 "$tmp/data/train-000000.h5" > "$tmp/trunc.h5"
 expect 2 1 "flip-train: --train-data: .*trunc.h5" flip-train "${base[@]}" --train-data "$tmp/trunc.h5"
 expect 1 1 "flip-train: --resume: $tmp/none.h5: cannot read checkpoint" flip-train "${base[@]}" --resume "$tmp/none.h5"
 expect 2 1 "flip-train: --train-data: .*40 samples in 1 shard(s) is less than one global batch of 64" flip-train "${base[@]}" --global-batch-size 64
+
+# a corrupt image chunk (samples 5 and 20: their stored zstd frames, located
+# with h5py's chunk index, overwritten) is fatal on the rank that reads it and
+# ends the whole job with a line naming the file and sample; with --skip-bad 1
+# the samples are replaced, counted and warned about, and the run completes
+mkdir -p "$tmp/bad"
+cp "$tmp/data/"*.txt "$tmp/bad/"
+cp "$tmp/data/train-000000.h5" "$tmp/bad/train-000000.h5"
+/usr/bin/python3 - "$tmp/bad/train-000000.h5" <<'PY' || { echo "FAIL: corrupting the shard" >&2; fail=1; }
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    d = f["images"]
+    spans = [(d.id.get_chunk_info_by_coord((i, 0, 0, 0)).byte_offset, d.id.get_chunk_info_by_coord((i, 0, 0, 0)).size) for i in (5, 20)]
+with open(sys.argv[1], "r+b") as f:
+    for off, size in spans:
+        f.seek(off)
+        f.write(bytes([0x5A]) * size)
+PY
+timeout 60 "$MPIEXEC" -np 2 --oversubscribe -x OMP_NUM_THREADS "$B/flip-train" "${base[@]}" --train-data "$tmp/bad" --train-samples 40 \
+  --name corrupt >/dev/null 2>"$tmp/corrupt.err"
+rc=$?
+if [ $rc != 0 ] && [ $rc != 124 ] && grep -q "^\[rank [01]\] .*bad/train-000000.h5: sample \(5\|20\): image decompression failed" "$tmp/corrupt.err"; then
+  echo "ok    corrupt sample: job ended with $rc, naming file and sample"
+else
+  echo "FAIL  corrupt sample: exit $rc" >&2; cat "$tmp/corrupt.err" >&2; fail=1
+fi
+if timeout 60 "$MPIEXEC" -np 2 --oversubscribe -x OMP_NUM_THREADS "$B/flip-train" "${base[@]}" --train-data "$tmp/bad" --train-samples 40 \
+     --name skip --skip-bad 1 >/dev/null 2>"$tmp/skip.err" && grep -q "warning: skipping bad sample: .*train-000000.h5: sample \(5\|20\): image decompression failed" "$tmp/skip.err"; then
+  echo "ok    --skip-bad 1: the corrupt samples are skipped with a warning, run completes"
+else
+  echo "FAIL  --skip-bad 1 run" >&2; cat "$tmp/skip.err" >&2; fail=1
+fi
 
 # non-finite gradients: skipped on all ranks, stop after --max-bad-steps in a row
 timeout 60 "$MPIEXEC" -np 2 --oversubscribe -x OMP_NUM_THREADS "$B/flip-train" "${base[@]}" --train-samples 80 \
