@@ -12,9 +12,13 @@
  *
  * Usage: bench_step [--preset all|tiny|vit-s16|...] [--batch B] [--mask 0,0.5,0.75]
  *                   [--steps N] [--warmup N]
+ *                   [--peak GFLOPS] [--peak-only]
  * Default (--preset all): tiny batch 256 and vit-s16 batch 64 at mask 0, 0.5,
- * 0.75 — the configurations of ../shared/peers/README.md, whose torch figures
- * are printed alongside. Prints a table on stdout, one JSON line per config,
+ * 0.75 — the configurations of ../shared/peers/README.md. The PyTorch peer is
+ * not quoted here: benchmarks/run measures it in the same run, side by side.
+ * --peak G: use G GFLOP/s as the peak (no matmul measurement, so the peak
+ * buffers stay out of the peak RSS); --peak-only: print the measured peak as
+ * one JSON line and exit. Prints a table on stdout, one JSON line per config,
  * and the peak RSS. Run with OMP_NUM_THREADS = cores (2 here); other load on
  * the machine shifts absolute numbers.
  */
@@ -28,6 +32,7 @@
 #include "common.h"
 #include "model.h"
 #include "ops.h"
+#include "prof.h"
 #include "rng.h"
 
 static double now(void) {
@@ -68,20 +73,10 @@ static double measure_peak(int n, int reps) {
     return 2.0 * (double)n * (double)n * (double)n / best * 1e-9;
 }
 
-/* torch peer figures (../shared/peers/README.md, fp32, OMP_WAIT_POLICY=PASSIVE) */
-static double peer_img_s(const char *preset, int B, float mask) {
-    static const struct { const char *p; int B; float mask; double ips; } T[] = {
-        {"tiny", 256, 0.0f, 70.8},    {"tiny", 256, 0.5f, 141.6},   {"tiny", 256, 0.75f, 247.9},
-        {"vit-s16", 64, 0.0f, 3.55},  {"vit-s16", 64, 0.5f, 8.03},  {"vit-s16", 64, 0.75f, 17.1},
-    };
-    for (size_t i = 0; i < sizeof(T) / sizeof(T[0]); i++)
-        if (strcmp(T[i].p, preset) == 0 && T[i].B == B && T[i].mask == mask) return T[i].ips;
-    return 0.0;
-}
-
 typedef struct {
     double img_s_median, img_s_min, img_s_max, step_s_median, gflop_step, gflops, mfu;
     double first_loss, last_loss, acts_mib, params_m;
+    double prof_s[FLIP_PROF_N], prof_step_s; /* breakdown summed over the timed steps */
     int N, Np;
 } Result;
 
@@ -117,7 +112,9 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
     double *times = flip_malloc((size_t)steps * sizeof(double), "times");
     Result res;
     memset(&res, 0, sizeof(res));
+    flip_prof_enable(1);
     for (int s = 0; s < warmup + steps; s++) {
+        if (s == warmup) flip_prof_reset();
         double t0 = now();
         for (int b = 0; b < B; b++)
             flip_mask_keep(keep + (size_t)b * N, 1, s, (uint64_t)b, m.Np, N);
@@ -126,10 +123,15 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
         double dt = now() - t0;
         if (s == 0) res.first_loss = loss;
         res.last_loss = loss;
-        if (s >= warmup) times[s - warmup] = dt;
+        if (s >= warmup) {
+            times[s - warmup] = dt;
+            res.prof_step_s += dt;
+        }
         fprintf(stderr, "# %s B %d mask %.2f step %d: %.3f s, loss %.4f\n", preset, B, (double)mask, s, dt,
                 (double)loss);
     }
+    flip_prof_enable(0);
+    for (int c = 0; c < FLIP_PROF_N; c++) res.prof_s[c] = flip_prof_seconds((FlipProfClass)c);
     qsort(times, (size_t)steps, sizeof(double), cmp_double);
     res.step_s_median = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
     res.img_s_median = B / res.step_s_median;
@@ -151,14 +153,30 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
     return res;
 }
 
+/* per-op-class share of the timed steps (prof.h: exclusive wall-clock time);
+ * "other" is the rest of the step: masks, gradient buffer zeroing, glue */
+static void print_breakdown(const Result *r, int steps) {
+    double sum = 0.0;
+    printf("#   breakdown (ms/step, %% of step):");
+    for (int c = 0; c < FLIP_PROF_N; c++) {
+        sum += r->prof_s[c];
+        if (r->prof_s[c] > 0.0)
+            printf(" %s %.1f (%.1f%%),", flip_prof_name((FlipProfClass)c), 1e3 * r->prof_s[c] / steps,
+                   100.0 * r->prof_s[c] / r->prof_step_s);
+    }
+    double other = r->prof_step_s - sum;
+    printf(" other %.1f (%.1f%%)\n", 1e3 * other / steps, 100.0 * other / r->prof_step_s);
+}
+
 static void usage(void) {
-    fprintf(stderr, "usage: bench_step [--preset all|%s] [--batch B] [--mask 0,0.5,0.75] [--steps N] [--warmup N]\n",
+    fprintf(stderr, "usage: bench_step [--preset all|%s] [--batch B] [--mask 0,0.5,0.75] [--steps N] [--warmup N] [--peak GFLOPS] [--peak-only]\n",
             flip_config_preset_names());
 }
 
 int main(int argc, char **argv) {
     const char *preset = "all";
-    int batch = 0, steps = 3, warmup = 1;
+    int batch = 0, steps = 3, warmup = 1, peak_only = 0;
+    double peak_given = 0.0;
     char masks_arg[128] = "0,0.5,0.75";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -166,6 +184,10 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage();
             return 0;
+        }
+        if (strcmp(a, "--peak-only") == 0) {
+            peak_only = 1;
+            continue;
         }
         if (!v) {
             usage();
@@ -176,6 +198,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--mask") == 0) snprintf(masks_arg, sizeof(masks_arg), "%s", v);
         else if (strcmp(a, "--steps") == 0) steps = atoi(v);
         else if (strcmp(a, "--warmup") == 0) warmup = atoi(v);
+        else if (strcmp(a, "--peak") == 0) peak_given = atof(v);
         else {
             usage();
             FLIP_FATAL("bench_step: unknown flag '%s'", a);
@@ -209,45 +232,51 @@ int main(int argc, char **argv) {
     }
 
     const char *wait = getenv("OMP_WAIT_POLICY");
-    double peak = measure_peak(2048, 5);
-    printf("# peak: oneDNN f32 matmul 2048x2048x2048 (linear_forward), %d OpenMP threads: %.1f GFLOP/s (best of 5)\n",
-           omp_get_max_threads(), peak);
+    FLIP_CHECK(peak_given >= 0.0, "bench_step: --peak %g must be a positive GFLOP/s figure", peak_given);
+    if (peak_only) {
+        double pk = measure_peak(2048, 5);
+        printf("{\"bench\": \"peak\", \"threads\": %d, \"peak_gflops\": %.2f}\n", omp_get_max_threads(), pk);
+        return 0;
+    }
+    double peak = peak_given > 0.0 ? peak_given : measure_peak(2048, 5);
+    printf("# peak: %s oneDNN f32 matmul 2048x2048x2048 (linear_forward), %d OpenMP threads: %.1f GFLOP/s\n",
+           peak_given > 0.0 ? "given (--peak)" : "measured (best of 5)", omp_get_max_threads(), peak);
     printf("# OMP_WAIT_POLICY=%s; steps %d after %d warm-up; step = masks + forward + InfoNCE + backward + AdamW\n",
            wait ? wait : "(unset)", steps, warmup);
-    printf("%-8s %5s %5s %7s %9s %9s %8s %9s %6s %9s %8s %9s\n", "preset", "batch", "mask", "kept", "img/s",
-           "step_s", "GFLOP", "GFLOP/s", "MFU", "vs_mask0", "torch", "vs_torch");
+    printf("%-8s %5s %5s %7s %9s %9s %8s %9s %6s %9s\n", "preset", "batch", "mask", "kept", "img/s",
+           "step_s", "GFLOP", "GFLOP/s", "MFU", "vs_mask0");
     for (int p = 0; p < n_presets; p++) {
         double base = 0.0;
         for (int k = 0; k < n_masks; k++) {
             /* the machine may be shared: re-measure the peak around each
              * config and take the best, so MFU compares like with like */
-            double peak_before = measure_peak(2048, 5);
-            Result r = run_config(presets[p], batches[p], masks[k], steps, warmup, 1.0);
-            double peak_after = measure_peak(2048, 5);
             double pk = peak;
-            if (peak_before > pk) pk = peak_before;
-            if (peak_after > pk) pk = peak_after;
+            if (peak_given <= 0.0) {
+                double peak_before = measure_peak(2048, 5);
+                if (peak_before > pk) pk = peak_before;
+            }
+            Result r = run_config(presets[p], batches[p], masks[k], steps, warmup, 1.0);
+            if (peak_given <= 0.0) {
+                double peak_after = measure_peak(2048, 5);
+                if (peak_after > pk) pk = peak_after;
+            }
             r.mfu = r.gflops / pk;
             if (masks[k] == 0.0f) base = r.img_s_median;
-            double peer = peer_img_s(presets[p], batches[p], masks[k]);
-            char vs0[16] = "-", vst[16] = "-", peer_s[16] = "-";
+            char vs0[16] = "-";
             if (base > 0) snprintf(vs0, sizeof(vs0), "%.2fx", r.img_s_median / base);
-            if (peer > 0) {
-                snprintf(peer_s, sizeof(peer_s), "%.2f", peer);
-                snprintf(vst, sizeof(vst), "%.2fx", r.img_s_median / peer);
-            }
-            printf("%-8s %5d %5.2f %3d/%-3d %9.2f %9.3f %8.1f %9.1f %6.3f %9s %8s %9s\n", presets[p], batches[p],
+            printf("%-8s %5d %5.2f %3d/%-3d %9.2f %9.3f %8.1f %9.1f %6.3f %9s\n", presets[p], batches[p],
                    (double)masks[k], r.N, r.Np, r.img_s_median, r.step_s_median, r.gflop_step, r.gflops, r.mfu,
-                   vs0, peer_s, vst);
+                   vs0);
             printf("{\"bench\": \"step\", \"preset\": \"%s\", \"batch\": %d, \"mask\": %.2f, \"kept\": %d, "
                    "\"patches\": %d, \"threads\": %d, \"img_s_median\": %.3f, \"img_s_min\": %.3f, "
                    "\"img_s_max\": %.3f, \"step_s_median\": %.4f, \"train_gflop_per_step\": %.2f, "
                    "\"achieved_gflops\": %.2f, \"peak_gflops\": %.2f, \"mfu\": %.4f, \"params_M\": %.2f, "
                    "\"activations_MiB\": %.1f, \"first_loss\": %.4f, \"last_loss\": %.4f, "
-                   "\"torch_img_s\": %.2f, \"peak_rss_MiB\": %.1f}\n",
+                   "\"peak_rss_MiB\": %.1f}\n",
                    presets[p], batches[p], (double)masks[k], r.N, r.Np, omp_get_max_threads(), r.img_s_median,
                    r.img_s_min, r.img_s_max, r.step_s_median, r.gflop_step, r.gflops, pk, r.mfu, r.params_m,
-                   r.acts_mib, r.first_loss, r.last_loss, peer, peak_rss_mib());
+                   r.acts_mib, r.first_loss, r.last_loss, peak_rss_mib());
+            print_breakdown(&r, steps);
             fflush(stdout);
         }
     }

@@ -20,6 +20,7 @@
 #include "common.h"
 #include "dnnl_util.h"
 #include "ops.h"
+#include "prof.h"
 
 static void check_dims(const char *fn, int M, int IC, int OC) {
     FLIP_CHECK(M >= 0 && IC > 0 && OC > 0, "%s: bad dims M=%d IC=%d OC=%d", fn, M, IC, OC);
@@ -144,7 +145,9 @@ void linear_backward_ref(float *dinp, float *dweight, float *dbias,
 void linear_gelu_forward(float *out, float *pre, const float *inp, const float *weight,
                          const float *bias, int M, int IC, int OC) {
     linear_forward(pre, inp, weight, bias, M, IC, OC);
+    FLIP_PROF_BEGIN(FLIP_PROF_GELU);
     flip_gelu_forward_dnnl(out, pre, (size_t)M * OC);
+    FLIP_PROF_END();
 }
 
 void linear_gelu_backward(float *dinp, float *dweight, float *dbias, float *scratch,
@@ -152,7 +155,9 @@ void linear_gelu_backward(float *dinp, float *dweight, float *dbias, float *scra
                           const float *weight, int M, int IC, int OC) {
     check_dims("linear_gelu_backward", M, IC, OC);
     if (M == 0) return;
+    FLIP_PROF_BEGIN(FLIP_PROF_GELU);
     flip_gelu_backward_dnnl(scratch, dout, pre, (size_t)M * OC);
+    FLIP_PROF_END();
     linear_backward(dinp, dweight, dbias, scratch, inp, weight, M, IC, OC);
 }
 

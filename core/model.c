@@ -31,7 +31,16 @@
 
 #include "common.h"
 #include "ops.h"
+#include "prof.h"
 #include "rng.h"
+
+/* one op call as a timed section of the step breakdown (prof.h) */
+#define PROF(cls, ...)          \
+    do {                        \
+        FLIP_PROF_BEGIN(cls);   \
+        __VA_ARGS__;            \
+        FLIP_PROF_END();        \
+    } while (0)
 
 /* ------------------------------------------------------------------ ops */
 
@@ -436,18 +445,18 @@ static void block_forward(FlipModel *m, const Ops *o, const Tower *tw, int l, Bl
                           const float *x, const int *lens, int B, int T) {
     int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
     float *tmp = m->acts->tmp; /* (M, C) */
-    o->ln_fwd(b->ln1, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W), PARAM(m, k + BLK_LN1_B),
-              M, C);
-    o->linear_fwd(b->qkv, b->ln1, PARAM(m, k + BLK_QKV_W), PARAM(m, k + BLK_QKV_B), M, C, 3 * C);
-    o->attn_fwd(b->atty, b->att, b->qkv, lens, B, T, C, tw->H);
-    o->linear_fwd(tmp, b->atty, PARAM(m, k + BLK_PROJ_W), PARAM(m, k + BLK_PROJ_B), M, C, C);
-    o->res_fwd(b->x1, x, tmp, (size_t)M * (size_t)C);
-    o->ln_fwd(b->ln2, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
-              PARAM(m, k + BLK_LN2_B), M, C);
-    o->linear_gelu_fwd(b->h, b->pre, b->ln2, PARAM(m, k + BLK_FC1_W), PARAM(m, k + BLK_FC1_B), M,
-                       C, hid);
-    o->linear_fwd(tmp, b->h, PARAM(m, k + BLK_FC2_W), PARAM(m, k + BLK_FC2_B), M, hid, C);
-    o->res_fwd(b->x2, b->x1, tmp, (size_t)M * (size_t)C);
+    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(b->ln1, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W), PARAM(m, k + BLK_LN1_B),
+              M, C));
+    PROF(FLIP_PROF_MATMUL, o->linear_fwd(b->qkv, b->ln1, PARAM(m, k + BLK_QKV_W), PARAM(m, k + BLK_QKV_B), M, C, 3 * C));
+    PROF(FLIP_PROF_ATTENTION, o->attn_fwd(b->atty, b->att, b->qkv, lens, B, T, C, tw->H));
+    PROF(FLIP_PROF_MATMUL, o->linear_fwd(tmp, b->atty, PARAM(m, k + BLK_PROJ_W), PARAM(m, k + BLK_PROJ_B), M, C, C));
+    PROF(FLIP_PROF_EMBED, o->res_fwd(b->x1, x, tmp, (size_t)M * (size_t)C));
+    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(b->ln2, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
+              PARAM(m, k + BLK_LN2_B), M, C));
+    PROF(FLIP_PROF_MATMUL, o->linear_gelu_fwd(b->h, b->pre, b->ln2, PARAM(m, k + BLK_FC1_W), PARAM(m, k + BLK_FC1_B), M,
+                       C, hid));
+    PROF(FLIP_PROF_MATMUL, o->linear_fwd(tmp, b->h, PARAM(m, k + BLK_FC2_W), PARAM(m, k + BLK_FC2_B), M, hid, C));
+    PROF(FLIP_PROF_EMBED, o->res_fwd(b->x2, b->x1, tmp, (size_t)M * (size_t)C));
 }
 
 /* Blocks, final LN, mean pool (over lens, or all T), projection, L2 norm. */
@@ -459,10 +468,10 @@ static void tower_forward(FlipModel *m, const Ops *o, const Tower *tw, TowerActs
         block_forward(m, o, tw, l, &ta->blocks[l], x, lens, B, T);
         x = ta->blocks[l].x2;
     }
-    o->ln_fwd(ta->lnf, ta->lnf_mean, ta->lnf_rstd, x, PARAM(m, tw->lnf), PARAM(m, tw->lnf + 1), M, C);
-    o->pool_fwd(ta->pooled, ta->lnf, lens, B, T, C);
-    o->linear_fwd(ta->feat, ta->pooled, PARAM(m, tw->proj), NULL, B, C, D);
-    o->l2_fwd(ta->emb, ta->norm, ta->feat, B, D);
+    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(ta->lnf, ta->lnf_mean, ta->lnf_rstd, x, PARAM(m, tw->lnf), PARAM(m, tw->lnf + 1), M, C));
+    PROF(FLIP_PROF_EMBED, o->pool_fwd(ta->pooled, ta->lnf, lens, B, T, C));
+    PROF(FLIP_PROF_MATMUL, o->linear_fwd(ta->feat, ta->pooled, PARAM(m, tw->proj), NULL, B, C, D));
+    PROF(FLIP_PROF_LOSS, o->l2_fwd(ta->emb, ta->norm, ta->feat, B, D));
 }
 
 static void image_forward(FlipModel *m, const Ops *o, const uint8_t *images, const int32_t *keep) {
@@ -475,11 +484,11 @@ static void image_forward(FlipModel *m, const Ops *o, const uint8_t *images, con
                    N, m->Np);
         keep = A->keep_all;
     }
-    patchify_kept_forward(A->patches, images, keep, c->mean, c->std, B, c->image_size, c->channels,
-                          c->patch, N);
-    o->linear_fwd(A->vis.x0, A->patches, PARAM(m, tw.embed0), PARAM(m, tw.embed0 + 1), B * N, P,
-                  c->width);
-    posemb_add_kept(A->vis.x0, m->pos_table, keep, B, N, c->width);
+    PROF(FLIP_PROF_EMBED, patchify_kept_forward(A->patches, images, keep, c->mean, c->std, B,
+                                                c->image_size, c->channels, c->patch, N));
+    PROF(FLIP_PROF_MATMUL, o->linear_fwd(A->vis.x0, A->patches, PARAM(m, tw.embed0), PARAM(m, tw.embed0 + 1), B * N, P,
+                  c->width));
+    PROF(FLIP_PROF_EMBED, posemb_add_kept(A->vis.x0, m->pos_table, keep, B, N, c->width));
     tower_forward(m, o, &tw, &A->vis, NULL);
 }
 
@@ -494,8 +503,8 @@ static void text_forward(FlipModel *m, const Ops *o, const int32_t *tokens, cons
                    b, lens[b], T);
     memcpy(A->tokens, tokens, (size_t)B * (size_t)T * sizeof(int32_t));
     memcpy(A->lens, lens, (size_t)B * sizeof(int));
-    o->emb_fwd(A->txt.x0, A->tokens, PARAM(m, tw.embed0), PARAM(m, tw.embed0 + 1), B, T, c->text_width,
-               c->vocab);
+    PROF(FLIP_PROF_EMBED, o->emb_fwd(A->txt.x0, A->tokens, PARAM(m, tw.embed0), PARAM(m, tw.embed0 + 1), B, T, c->text_width,
+               c->vocab));
     tower_forward(m, o, &tw, &A->txt, A->lens);
 }
 
@@ -556,29 +565,29 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
     size_t MC = (size_t)M * (size_t)C;
     /* x2 = x1 + fc2(h): d fc2 out = dres; dx1 = dres (kept in place) */
     zero(A->dh, (size_t)M * (size_t)hid);
-    o->linear_bwd(A->dh, GRAD(m, k + BLK_FC2_W), GRAD(m, k + BLK_FC2_B), A->dres, b->h,
-                  PARAM(m, k + BLK_FC2_W), M, hid, C);
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dh, GRAD(m, k + BLK_FC2_W), GRAD(m, k + BLK_FC2_B), A->dres, b->h,
+                  PARAM(m, k + BLK_FC2_W), M, hid, C));
     report(m, r, k + BLK_FC2_W, k + BLK_FC2_B);
     zero(A->dln, MC);
-    o->linear_gelu_bwd(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre, A->dh,
-                       b->pre, b->ln2, PARAM(m, k + BLK_FC1_W), M, C, hid);
+    PROF(FLIP_PROF_MATMUL, o->linear_gelu_bwd(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre, A->dh,
+                       b->pre, b->ln2, PARAM(m, k + BLK_FC1_W), M, C, hid));
     report(m, r, k + BLK_FC1_W, k + BLK_FC1_B);
-    o->ln_bwd(A->dres, GRAD(m, k + BLK_LN2_W), GRAD(m, k + BLK_LN2_B), A->dln, b->x1, b->ln2_mean,
-              b->ln2_rstd, PARAM(m, k + BLK_LN2_W), M, C);
+    PROF(FLIP_PROF_LAYERNORM, o->ln_bwd(A->dres, GRAD(m, k + BLK_LN2_W), GRAD(m, k + BLK_LN2_B), A->dln, b->x1, b->ln2_mean,
+              b->ln2_rstd, PARAM(m, k + BLK_LN2_W), M, C));
     report(m, r, k + BLK_LN2_W, k + BLK_LN2_B);
     /* x1 = x + proj(atty): d proj out = dres; dx = dres (kept in place) */
     zero(A->datty, MC);
-    o->linear_bwd(A->datty, GRAD(m, k + BLK_PROJ_W), GRAD(m, k + BLK_PROJ_B), A->dres, b->atty,
-                  PARAM(m, k + BLK_PROJ_W), M, C, C);
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->datty, GRAD(m, k + BLK_PROJ_W), GRAD(m, k + BLK_PROJ_B), A->dres, b->atty,
+                  PARAM(m, k + BLK_PROJ_W), M, C, C));
     report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
     zero(A->dqkv, 3 * MC);
-    o->attn_bwd(A->dqkv, A->datt, A->datty, b->qkv, b->att, lens, B, T, C, tw->H);
+    PROF(FLIP_PROF_ATTENTION, o->attn_bwd(A->dqkv, A->datt, A->datty, b->qkv, b->att, lens, B, T, C, tw->H));
     zero(A->dln, MC);
-    o->linear_bwd(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv, b->ln1,
-                  PARAM(m, k + BLK_QKV_W), M, C, 3 * C);
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv, b->ln1,
+                  PARAM(m, k + BLK_QKV_W), M, C, 3 * C));
     report(m, r, k + BLK_QKV_W, k + BLK_QKV_B);
-    o->ln_bwd(A->dres, GRAD(m, k + BLK_LN1_W), GRAD(m, k + BLK_LN1_B), A->dln, x, b->ln1_mean,
-              b->ln1_rstd, PARAM(m, k + BLK_LN1_W), M, C);
+    PROF(FLIP_PROF_LAYERNORM, o->ln_bwd(A->dres, GRAD(m, k + BLK_LN1_W), GRAD(m, k + BLK_LN1_B), A->dln, x, b->ln1_mean,
+              b->ln1_rstd, PARAM(m, k + BLK_LN1_W), M, C));
     report(m, r, k + BLK_LN1_W, k + BLK_LN1_B);
 }
 
@@ -588,17 +597,17 @@ static void tower_backward(FlipModel *m, const Ops *o, const Tower *tw, const To
     FlipActs *A = m->acts;
     int B = ta->B, T = ta->T, M = ta->M, C = tw->C, D = m->cfg.embed_dim;
     zero(A->dfeat, (size_t)B * (size_t)D);
-    o->l2_bwd(A->dfeat, demb, ta->emb, ta->norm, B, D);
+    PROF(FLIP_PROF_LOSS, o->l2_bwd(A->dfeat, demb, ta->emb, ta->norm, B, D));
     zero(A->dpooled, (size_t)B * (size_t)C);
-    o->linear_bwd(A->dpooled, GRAD(m, tw->proj), NULL, A->dfeat, ta->pooled, PARAM(m, tw->proj), B, C,
-                  D);
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dpooled, GRAD(m, tw->proj), NULL, A->dfeat, ta->pooled, PARAM(m, tw->proj), B, C,
+                  D));
     report(m, r, tw->proj, tw->proj);
     zero(A->dln, (size_t)M * (size_t)C);
-    o->pool_bwd(A->dln, A->dpooled, lens, B, T, C);
+    PROF(FLIP_PROF_EMBED, o->pool_bwd(A->dln, A->dpooled, lens, B, T, C));
     zero(A->dres, (size_t)M * (size_t)C);
     const float *xl = tw->L > 0 ? ta->blocks[tw->L - 1].x2 : ta->x0;
-    o->ln_bwd(A->dres, GRAD(m, tw->lnf), GRAD(m, tw->lnf + 1), A->dln, xl, ta->lnf_mean,
-              ta->lnf_rstd, PARAM(m, tw->lnf), M, C);
+    PROF(FLIP_PROF_LAYERNORM, o->ln_bwd(A->dres, GRAD(m, tw->lnf), GRAD(m, tw->lnf + 1), A->dln, xl, ta->lnf_mean,
+              ta->lnf_rstd, PARAM(m, tw->lnf), M, C));
     report(m, r, tw->lnf, tw->lnf + 1);
     for (int l = tw->L - 1; l >= 0; l--) {
         const float *x = l > 0 ? ta->blocks[l - 1].x2 : ta->x0;
@@ -618,14 +627,14 @@ void flip_model_backward(FlipModel *m, const float *dimg, const float *dtxt,
     /* text tower (later in the arena) first */
     Tower tt = tower_text(c);
     tower_backward(m, o, &tt, &A->txt, dtxt, A->lens, &r);
-    o->emb_bwd(GRAD(m, tt.embed0), GRAD(m, tt.embed0 + 1), A->dres, A->tokens, m->B, c->context,
-               c->text_width, c->vocab);
+    PROF(FLIP_PROF_EMBED, o->emb_bwd(GRAD(m, tt.embed0), GRAD(m, tt.embed0 + 1), A->dres, A->tokens, m->B, c->context,
+               c->text_width, c->vocab));
     report(m, &r, tt.embed0, tt.embed0 + 1);
     /* image tower; pixels and the fixed position table take no gradient */
     Tower tv = tower_visual(c);
     tower_backward(m, o, &tv, &A->vis, dimg, NULL, &r);
-    o->linear_bwd(NULL, GRAD(m, tv.embed0), GRAD(m, tv.embed0 + 1), A->dres, A->patches,
-                  PARAM(m, tv.embed0), m->B * m->N, c->patch * c->patch * c->channels, c->width);
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(NULL, GRAD(m, tv.embed0), GRAD(m, tv.embed0 + 1), A->dres, A->patches,
+                  PARAM(m, tv.embed0), m->B * m->N, c->patch * c->patch * c->channels, c->width));
     report(m, &r, tv.embed0, tv.embed0 + 1);
 }
 
@@ -638,17 +647,17 @@ float flip_model_loss_and_grad(FlipModel *m, const uint8_t *images, const int32_
     FlipActs *A = m->acts;
     int B = m->B, D = m->cfg.embed_dim, li = logit_index(&m->cfg);
     size_t BD = (size_t)B * (size_t)D;
-    flip_model_zero_grad(m);
+    PROF(FLIP_PROF_OPTIMIZER, flip_model_zero_grad(m));
     flip_model_forward(m, images, keep, tokens, lens);
     float t = m->params[m->tensors[li].offset];
     float loss = 0.0f, dt = 0.0f;
-    o->infonce_fwd(&loss, A->probs, m->img_emb, m->txt_emb, m->img_emb, m->txt_emb, t, B, B, D, 0);
+    PROF(FLIP_PROF_LOSS, o->infonce_fwd(&loss, A->probs, m->img_emb, m->txt_emb, m->img_emb, m->txt_emb, t, B, B, D, 0));
     zero(A->dimg, BD);
     zero(A->dtxt, BD);
     zero(A->dU, BD);
     zero(A->dV, BD);
-    o->infonce_bwd(A->dimg, A->dtxt, A->dU, A->dV, &dt, 1.0f, A->probs, m->img_emb, m->txt_emb,
-                   m->img_emb, m->txt_emb, t, B, B, D, 0);
+    PROF(FLIP_PROF_LOSS, o->infonce_bwd(A->dimg, A->dtxt, A->dU, A->dV, &dt, 1.0f, A->probs, m->img_emb, m->txt_emb,
+                   m->img_emb, m->txt_emb, t, B, B, D, 0));
     for (size_t i = 0; i < BD; i++) {
         A->dimg[i] += A->dU[i];
         A->dtxt[i] += A->dV[i];
@@ -664,9 +673,9 @@ void flip_model_adamw(FlipModel *m, const AdamWConfig *opt, float grad_scale, lo
     const Ops *o = model_ops(m);
     for (int i = 0; i < m->n_tensors; i++) {
         const ParamTensor *t = &m->tensors[i];
-        o->adamw(m->params + t->offset, m->grads + t->offset, m->adam_m + t->offset,
+        PROF(FLIP_PROF_OPTIMIZER, o->adamw(m->params + t->offset, m->grads + t->offset, m->adam_m + t->offset,
                  m->adam_v + t->offset, t->count, opt->lr, opt->beta1, opt->beta2, opt->eps,
-                 t->decay ? opt->wd : 0.0f, grad_scale, step);
+                 t->decay ? opt->wd : 0.0f, grad_scale, step));
     }
     float *ls = m->params + m->tensors[logit_index(&m->cfg)].offset;
     if (*ls < 0.0f) *ls = 0.0f;
