@@ -393,3 +393,88 @@ int eval_retrieval(FlipModel *m, const char *spec, int B_eval, RetrievalResult *
     data_close(&d);
     return rc;
 }
+
+int eval_val_loss(FlipModel *m, const char *spec, int B, int B_eval, ValLossResult *res, char *err, size_t eb) {
+    memset(res, 0, sizeof *res);
+    const FlipConfig *c = &m->cfg;
+    const int rank = comm_rank(), world = comm_size();
+    const long G = (long)B * world;
+    EvalData d;
+    int rc = data_open(&d, spec, err, eb);
+    if (!rc && (d.meta.H != c->image_size || d.meta.W != c->image_size || d.meta.C != c->channels ||
+                d.meta.T != c->context || d.meta.vocab_size > c->vocab)) {
+        snprintf(err, eb, "--val-data %s: shards are %dx%dx%d T %d vocab %d, the model takes %dx%dx%d T %d vocab %d",
+                 d.first_path, d.meta.H, d.meta.W, d.meta.C, d.meta.T, d.meta.vocab_size, c->image_size,
+                 c->image_size, c->channels, c->context, c->vocab);
+        rc = -1;
+    }
+    if (!rc && d.n < G) {
+        snprintf(err, eb, "--val-data %s: %ld pairs, fewer than one global batch of %ld (give more validation data)",
+                 spec, d.n, G);
+        rc = -1;
+    }
+    if (agree(rc, err, eb)) {
+        data_close(&d);
+        return -1;
+    }
+    FLIP_CHECK(G < (1L << 31), "validation loss: global batch %ld exceeds the int range", G);
+    const ParamTensor *ls = flip_model_find(m, "logit_scale");
+    FLIP_CHECK(ls != NULL, "model has no logit_scale tensor");
+    const float t = m->params[ls->offset];
+    const int D = c->embed_dim, T = c->context, Be = B_eval < B ? B_eval : B;
+    flip_model_plan(m, Be, flip_config_num_patches(c));
+    size_t img_n = (size_t)c->image_size * c->image_size * c->channels;
+    uint8_t *img = flip_malloc(img_n * (size_t)Be, "val images");
+    int32_t *tok = flip_calloc((size_t)Be * T, sizeof(int32_t), "val tokens");
+    int *lens = flip_calloc((size_t)Be, sizeof(int), "val lens");
+    float *emb = flip_malloc(sizeof(float) * (size_t)Be * D, "val embeddings");
+    float *u = flip_malloc(sizeof(float) * (size_t)B * D, "val image embeddings");
+    float *v = flip_malloc(sizeof(float) * (size_t)B * D, "val text embeddings");
+    float *U = flip_malloc(sizeof(float) * (size_t)G * D, "val gathered image embeddings");
+    float *V = flip_malloc(sizeof(float) * (size_t)G * D, "val gathered text embeddings");
+    float *probs = flip_malloc(sizeof(float) * 2 * (size_t)B * (size_t)G, "val InfoNCE probabilities");
+    const long n_batches = d.n / G;
+    double sum = 0;
+    for (long k = 0; k < n_batches && !rc; k++) {
+        const long first = k * G + (long)rank * B; /* this rank's rows of batch k */
+        for (int c0 = 0; c0 < B && !rc; c0 += Be) {
+            int nc = B - c0 < Be ? B - c0 : Be;
+            for (int b = 0; b < nc; b++)
+                if (data_read(&d, first + c0 + b, img + img_n * b, tok + (size_t)b * T, &lens[b], NULL, err, eb)) {
+                    rc = -1;
+                    break;
+                }
+            if (rc) break;
+            for (int b = nc; b < Be; b++) { /* padding rows of the last chunk */
+                memcpy(img + img_n * b, img, img_n);
+                memcpy(tok + (size_t)b * T, tok, sizeof(int32_t) * (size_t)T);
+                lens[b] = lens[0];
+            }
+            flip_model_encode_image(m, img, emb);
+            memcpy(u + (size_t)c0 * D, emb, sizeof(float) * (size_t)nc * D);
+            flip_model_encode_text(m, tok, lens, emb);
+            memcpy(v + (size_t)c0 * D, emb, sizeof(float) * (size_t)nc * D);
+        }
+        if (agree(rc, err, eb)) { /* before any collective: no rank is left waiting */
+            rc = -1;
+            break;
+        }
+        comm_allgather_rows(U, u, B, D);
+        comm_allgather_rows(V, v, B, D);
+        float part = 0.0f;
+        infonce_forward(&part, probs, u, v, U, V, t, B, (int)G, D, rank * B);
+        double l = part;
+        comm_allreduce_sum_f64(&l, 1);
+        sum += l;
+    }
+    if (!rc) {
+        res->n = d.n;
+        res->n_batches = n_batches;
+        res->G = G;
+        res->loss = sum / (double)n_batches;
+    }
+    flip_free(img); flip_free(tok); flip_free(lens); flip_free(emb);
+    flip_free(u); flip_free(v); flip_free(U); flip_free(V); flip_free(probs);
+    data_close(&d);
+    return rc;
+}

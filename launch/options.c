@@ -35,7 +35,7 @@ typedef struct {
 
 static const OptDef k_opts[] = {
     {"train-data", S(train_data), 0, 0, TR, "training shards: brace list, directory or manifest"},
-    {"val-data", S(val_data), 0, 0, TR | EV, "caption shards for image<->text retrieval recall@1/5/10"},
+    {"val-data", S(val_data), 0, 0, TR | EV, "caption shards: image<->text retrieval recall@1/5/10; flip-train also logs the unmasked validation InfoNCE loss (val_loss) at the training global batch"},
     {"zeroshot-data", S(zeroshot_data), 0, 0, TR | EV, "labelled shards for zero-shot classification"},
     {"classnames", S(classnames), 0, 0, TR | EV, "class names, one per line in label order"},
     {"templates", S(templates), 0, 0, TR | EV, "prompt templates, one per line, {} = class name"},
@@ -80,7 +80,7 @@ static const OptDef k_opts[] = {
     {"threads", I(threads), 0, 1024, TR | EV, "OpenMP threads per rank (0: OMP_NUM_THREADS)"},
     {"peak-gflops", D(peak_gflops), 0, 1e9, TR, "per-rank peak GFLOP/s for MFU (0: measure a 1 s matmul)"},
     {"bucket-mb", D(bucket_mb), 0.001, 4096, TR, "gradient all-reduce bucket size in MB"},
-    {"eval-batch-size", I(eval_batch_size), 1, 1 << 20, TR | EV, "evaluation batch per rank"},
+    {"eval-batch-size", I(eval_batch_size), 1, 1 << 20, TR | EV, "evaluation batch per rank (the validation loss encodes in chunks of it; its global batch stays the training one)"},
     {"checkpoint", S(checkpoint), 0, 0, EV, "checkpoint to evaluate"},
 };
 #define N_OPTS ((int)(sizeof k_opts / sizeof k_opts[0]))

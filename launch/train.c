@@ -195,6 +195,18 @@ static void run_evals(Train *t, long step, int N_train) {
         } else {
             say("flip-train", "retrieval evaluation skipped: %s", err);
         }
+        ValLossResult vr;
+        if (eval_val_loss(&t->m, o->val_data, t->B, o->eval_batch_size, &vr, err, sizeof err) == 0) {
+            char fields[256], human[256];
+            snprintf(fields, sizeof fields, "\"n\":%ld,\"batches\":%ld,\"global_batch\":%ld,\"val_loss\":%.9g", vr.n,
+                     vr.n_batches, vr.G, vr.loss);
+            snprintf(human, sizeof human, "val_loss %.4f (unmasked, %ld global batches of %ld of the %ld pairs)",
+                     vr.loss, vr.n_batches, vr.G, vr.n);
+            metrics_log_eval(&t->mt, step, "val", fields, human);
+        } else {
+            say("flip-train", "validation loss evaluation skipped: %s", err);
+        }
+    }
     }
     flip_model_plan(&t->m, t->B, N_train);
 }

@@ -149,7 +149,9 @@ for r in done:
           float(r["retrieval_t2i_r1"]) == ev["retrieval"]["t2i_r1"], "retrieval R@1")
     check(float(r["images_per_s"]) > 0 and 0 < float(r["wall_seconds"]) < 120, "images/s, wall")
     check(re.fullmatch(r"[0-9a-f]{12}(-dirty)?", r["git_commit"]) is not None, "git commit '%s'" % r["git_commit"])
-    check(r["val_loss"] == "" and r["attempts"] == "1" and r["note"] == "", "val_loss empty (not measured), 1 attempt")
+    check(float(r["val_loss"]) == ev["val"]["val_loss"] and 0 < float(r["val_loss"]) < 2 * math.log(32) and
+          ev["val"]["global_batch"] == 32, "val_loss %s from the eval line" % r["val_loss"])
+    check(r["attempts"] == "1" and r["note"] == "", "1 attempt, no note")
 f = failed[0] if failed else {"note": "", "model": ""}
 check(f["model"] == "nosuchmodel" and "unknown preset 'nosuchmodel'" in f["note"], "failed note '%s'" % f["note"])
 # the fit: frontier of train loss vs compute, both forms, sane signs
@@ -252,7 +254,7 @@ for f in ("zeroshot_error-mask0.00.png", "zeroshot_error-mask0.75.svg", "zerosho
     assert os.path.getsize(os.path.join(d, "plots", f)) > 1000, f
 EOF
 $PY "$SWEEP" fit "$tmp/hand" --metric val_loss --no-plots >/dev/null 2>"$tmp/val.err"
-[ $? != 0 ] && grep -q "does not measure a validation loss" "$tmp/val.err" && ok "--metric val_loss: clear error (not measured)" ||
+[ $? != 0 ] && grep -q "no finished run has val_loss.*give the runs --val-data" "$tmp/val.err" && ok "--metric val_loss: clear error (no run has it)" ||
   bad "--metric val_loss should fail clearly"
 
 # ---- the shipped example parses: 3 mask ratios x 4 lengths
