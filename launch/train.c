@@ -207,7 +207,6 @@ static void run_evals(Train *t, long step, int N_train) {
             say("flip-train", "validation loss evaluation skipped: %s", err);
         }
     }
-    }
     flip_model_plan(&t->m, t->B, N_train);
 }
 
