@@ -12,7 +12,9 @@
  *
  * Usage: bench_step [--preset all|tiny|vit-s16|...] [--batch B] [--mask 0,0.5,0.75]
  *                   [--steps N] [--warmup N]
- *                   [--peak GFLOPS] [--peak-only]
+ *                   [--precision fp32|bf16] [--peak GFLOPS] [--peak-only]
+ * --precision bf16: linear-layer matmuls in bf16 with fp32 master weights
+ * (dnnl_util.h); the measured peak is then the bf16 matmul's.
  * Default (--preset all): tiny batch 256 and vit-s16 batch 64 at mask 0, 0.5,
  * 0.75 — the configurations of ../shared/peers/README.md. The PyTorch peer is
  * not quoted here: benchmarks/run measures it in the same run, side by side.
@@ -30,6 +32,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "dnnl_util.h"
 #include "model.h"
 #include "ops.h"
 #include "prof.h"
@@ -169,7 +172,7 @@ static void print_breakdown(const Result *r, int steps) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_step [--preset all|%s] [--batch B] [--mask 0,0.5,0.75] [--steps N] [--warmup N] [--peak GFLOPS] [--peak-only]\n",
+    fprintf(stderr, "usage: bench_step [--preset all|%s] [--batch B] [--mask 0,0.5,0.75] [--steps N] [--warmup N] [--precision fp32|bf16] [--peak GFLOPS] [--peak-only]\n",
             flip_config_preset_names());
 }
 
@@ -199,6 +202,11 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--steps") == 0) steps = atoi(v);
         else if (strcmp(a, "--warmup") == 0) warmup = atoi(v);
         else if (strcmp(a, "--peak") == 0) peak_given = atof(v);
+        else if (strcmp(a, "--precision") == 0) {
+            int pr = flip_precision_parse(v);
+            FLIP_CHECK(pr >= 0, "bench_step: --precision '%s' unknown (use fp32 or bf16)", v);
+            flip_set_precision((FlipPrecision)pr);
+        }
         else {
             usage();
             FLIP_FATAL("bench_step: unknown flag '%s'", a);
@@ -235,12 +243,13 @@ int main(int argc, char **argv) {
     FLIP_CHECK(peak_given >= 0.0, "bench_step: --peak %g must be a positive GFLOP/s figure", peak_given);
     if (peak_only) {
         double pk = measure_peak(2048, 5);
-        printf("{\"bench\": \"peak\", \"threads\": %d, \"peak_gflops\": %.2f}\n", omp_get_max_threads(), pk);
+        printf("{\"bench\": \"peak\", \"precision\": \"%s\", \"threads\": %d, \"peak_gflops\": %.2f}\n",
+               flip_precision_name(flip_get_precision()), omp_get_max_threads(), pk);
         return 0;
     }
     double peak = peak_given > 0.0 ? peak_given : measure_peak(2048, 5);
-    printf("# peak: %s oneDNN f32 matmul 2048x2048x2048 (linear_forward), %d OpenMP threads: %.1f GFLOP/s\n",
-           peak_given > 0.0 ? "given (--peak)" : "measured (best of 5)", omp_get_max_threads(), peak);
+    printf("# precision %s; peak: %s oneDNN matmul 2048x2048x2048 (linear_forward), %d OpenMP threads: %.1f GFLOP/s\n",
+           flip_precision_name(flip_get_precision()), peak_given > 0.0 ? "given (--peak)" : "measured (best of 5)", omp_get_max_threads(), peak);
     printf("# OMP_WAIT_POLICY=%s; steps %d after %d warm-up; step = masks + forward + InfoNCE + backward + AdamW\n",
            wait ? wait : "(unset)", steps, warmup);
     printf("%-8s %5s %5s %7s %9s %9s %8s %9s %6s %9s\n", "preset", "batch", "mask", "kept", "img/s",
@@ -268,12 +277,12 @@ int main(int argc, char **argv) {
                    (double)masks[k], r.N, r.Np, r.img_s_median, r.step_s_median, r.gflop_step, r.gflops, r.mfu,
                    vs0);
             printf("{\"bench\": \"step\", \"preset\": \"%s\", \"batch\": %d, \"mask\": %.2f, \"kept\": %d, "
-                   "\"patches\": %d, \"threads\": %d, \"img_s_median\": %.3f, \"img_s_min\": %.3f, "
+                   "\"patches\": %d, \"precision\": \"%s\", \"threads\": %d, \"img_s_median\": %.3f, \"img_s_min\": %.3f, "
                    "\"img_s_max\": %.3f, \"step_s_median\": %.4f, \"train_gflop_per_step\": %.2f, "
                    "\"achieved_gflops\": %.2f, \"peak_gflops\": %.2f, \"mfu\": %.4f, \"params_M\": %.2f, "
                    "\"activations_MiB\": %.1f, \"first_loss\": %.4f, \"last_loss\": %.4f, "
                    "\"peak_rss_MiB\": %.1f}\n",
-                   presets[p], batches[p], (double)masks[k], r.N, r.Np, omp_get_max_threads(), r.img_s_median,
+                   presets[p], batches[p], (double)masks[k], r.N, r.Np, flip_precision_name(flip_get_precision()), omp_get_max_threads(), r.img_s_median,
                    r.img_s_min, r.img_s_max, r.step_s_median, r.gflop_step, r.gflops, pk, r.mfu, r.params_m,
                    r.acts_mib, r.first_loss, r.last_loss, peak_rss_mib());
             print_breakdown(&r, steps);

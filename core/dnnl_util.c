@@ -10,6 +10,8 @@
  */
 #include "dnnl_util.h"
 
+#include "prof.h"
+
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,7 +39,7 @@ enum { KIND_MATMUL = 1, KIND_GELU_FWD = 2, KIND_GELU_BWD = 3 };
 
 typedef struct {
     int kind;
-    int pad_;
+    int bf16;  /* matmul: bf16 src/weights (FLIP_PRECISION_BF16) */
     int64_t n; /* eltwise length */
     FlipMatmulSpec mm;
 } PrimKey;
@@ -94,27 +96,28 @@ static void entry_finish(PrimEntry *e, dnnl_primitive_desc_t pd) {
 }
 
 static void make_md(dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims,
-                    const dnnl_dim_t *strides) {
+                    const dnnl_dim_t *strides, dnnl_data_type_t dt) {
     dnnl_dims_t d, st; /* the API takes full DNNL_MAX_NDIMS arrays */
     memset(d, 0, sizeof d);
     memset(st, 0, sizeof st);
     for (int i = 0; i < nd; i++) { d[i] = dims[i]; st[i] = strides[i]; }
-    DNNL_CHECK(dnnl_memory_desc_init_by_strides(md, nd, d, dnnl_f32, st));
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(md, nd, d, dt, st));
 }
 
-static void build_matmul(PrimEntry *e, const FlipMatmulSpec *s) {
+static void build_matmul(PrimEntry *e, const FlipMatmulSpec *s, int bf16) {
     dnnl_engine_t eng = flip_dnnl_engine();
     int nd = s->ndims;
+    dnnl_data_type_t in_dt = bf16 ? dnnl_bf16 : dnnl_f32;
     dnnl_memory_desc_t src_md, wei_md, dst_md, bias_md;
-    make_md(&src_md, nd, s->src_dims, s->src_strides);
-    make_md(&wei_md, nd, s->wei_dims, s->wei_strides);
-    make_md(&dst_md, nd, s->dst_dims, s->dst_strides);
+    make_md(&src_md, nd, s->src_dims, s->src_strides, in_dt);
+    make_md(&wei_md, nd, s->wei_dims, s->wei_strides, in_dt);
+    make_md(&dst_md, nd, s->dst_dims, s->dst_strides, dnnl_f32);
     if (s->has_bias) {
         dnnl_dims_t bd = {1, 1, 1, 1}, bs = {0, 0, 0, 0};
         bd[nd - 1] = s->dst_dims[nd - 1];
         dnnl_dim_t stride = 1;
         for (int i = nd - 1; i >= 0; i--) { bs[i] = stride; stride *= bd[i]; }
-        make_md(&bias_md, nd, bd, bs);
+        make_md(&bias_md, nd, bd, bs, dnnl_f32);
     }
     dnnl_matmul_desc_t desc;
     DNNL_CHECK(dnnl_matmul_desc_init(&desc, &src_md, &wei_md, s->has_bias ? &bias_md : NULL, &dst_md));
@@ -185,7 +188,7 @@ static PrimEntry *cache_get(const PrimKey *k) {
     }
     memset(e, 0, sizeof *e);
     e->key = *k;
-    if (k->kind == KIND_MATMUL) build_matmul(e, &k->mm);
+    if (k->kind == KIND_MATMUL) build_matmul(e, &k->mm, k->bf16);
     else build_gelu(e, k->kind, k->n);
     e->used = 1;
     g_count++;
@@ -202,6 +205,82 @@ static void entry_run(PrimEntry *e, void *const *handles) {
     dnnl_stream_t st = flip_dnnl_stream();
     DNNL_CHECK(dnnl_primitive_execute(e->prim, st, e->n_args, args));
     DNNL_CHECK(dnnl_stream_wait(st));
+}
+
+/* ---- precision ---- */
+static FlipPrecision g_precision = FLIP_PRECISION_FP32;
+
+void flip_set_precision(FlipPrecision p) {
+    FLIP_CHECK(p == FLIP_PRECISION_FP32 || p == FLIP_PRECISION_BF16, "flip_set_precision: unknown precision %d", (int)p);
+    if (p == FLIP_PRECISION_BF16)
+        FLIP_CHECK(flip_cpu_has_bf16(),
+                   "precision bf16 needs a CPU with AVX512-BF16 (avx512_bf16 in /proc/cpuinfo); use fp32 on this machine");
+    g_precision = p;
+}
+
+FlipPrecision flip_get_precision(void) { return g_precision; }
+
+int flip_precision_parse(const char *name) {
+    if (strcmp(name, "fp32") == 0) return FLIP_PRECISION_FP32;
+    if (strcmp(name, "bf16") == 0) return FLIP_PRECISION_BF16;
+    return -1;
+}
+
+const char *flip_precision_name(FlipPrecision p) { return p == FLIP_PRECISION_BF16 ? "bf16" : "fp32"; }
+
+int flip_cpu_has_bf16(void) {
+    static int cached = -1;
+    if (cached >= 0) return cached;
+    cached = 0;
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return cached;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5) == 0) {
+            cached = strstr(line, " avx512_bf16") != NULL;
+            break;
+        }
+    }
+    fclose(f);
+    return cached;
+}
+
+static inline uint16_t bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+void flip_f32_to_bf16(uint16_t *dst, const float *src, size_t n) {
+    if (n >= (size_t)1 << 16) {
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+    } else {
+        for (size_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+    }
+}
+
+/* grow-only bf16 scratch for the matmul operands: sized at the first step of
+ * each shape, never in steady state; lives until process exit */
+static uint16_t *g_bf16_buf[2];
+static size_t g_bf16_cap[2];
+
+static uint16_t *bf16_scratch(int which, size_t n) {
+    if (n > g_bf16_cap[which]) {
+        flip_free(g_bf16_buf[which]);
+        g_bf16_buf[which] = flip_malloc(flip_mul_size(n, sizeof(uint16_t), "bf16 scratch"), "bf16 scratch");
+        g_bf16_cap[which] = n;
+    }
+    return g_bf16_buf[which];
+}
+
+/* elements from the first to one past the last addressed by (dims, strides) */
+static size_t span(int nd, const dnnl_dim_t *dims, const dnnl_dim_t *strides) {
+    size_t last = 0;
+    for (int i = 0; i < nd; i++) last += (size_t)(dims[i] - 1) * (size_t)strides[i];
+    return last + 1;
 }
 
 /* ---- matmul ---- */
@@ -226,6 +305,7 @@ static void matmul_key(PrimKey *k, const FlipMatmulSpec *s) {
     k->mm.accumulate = s->accumulate;
     k->mm.gelu = s->gelu;
     k->mm.alpha = s->alpha;
+    k->bf16 = g_precision == FLIP_PRECISION_BF16;
 }
 
 void flip_matmul(const FlipMatmulSpec *s, float *dst, const float *src, const float *wei,
@@ -234,6 +314,17 @@ void flip_matmul(const FlipMatmulSpec *s, float *dst, const float *src, const fl
     matmul_key(&k, s);
     PrimEntry *e = cache_get(&k);
     void *h[4] = {(void *)src, (void *)wei, dst, (void *)bias};
+    if (k.bf16) {
+        FLIP_PROF_BEGIN(FLIP_PROF_BF16);
+        size_t ns = span(s->ndims, s->src_dims, s->src_strides);
+        size_t nw = span(s->ndims, s->wei_dims, s->wei_strides);
+        uint16_t *bs = bf16_scratch(0, ns), *bw = bf16_scratch(1, nw);
+        flip_f32_to_bf16(bs, src, ns);
+        flip_f32_to_bf16(bw, wei, nw);
+        h[0] = bs;
+        h[1] = bw;
+        FLIP_PROF_END();
+    }
     entry_run(e, h);
 }
 

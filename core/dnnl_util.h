@@ -12,6 +12,8 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
+#include <stdint.h>
+
 #include "common.h"
 
 /* Ends in flip_fatal naming the call and the oneDNN status. */
@@ -56,6 +58,23 @@ const char *flip_matmul_impl(const FlipMatmulSpec *s);
  * (overwrites dinp). In-place allowed in forward. */
 void flip_gelu_forward_dnnl(float *out, const float *inp, size_t n);
 void flip_gelu_backward_dnnl(float *dinp, const float *dout, const float *inp, size_t n);
+
+/* Matmul precision of flip_matmul (a process-wide switch, set once at start
+ * by flip-train / bench_step --precision; the primitive cache keys on it).
+ * FLIP_PRECISION_BF16: src and weights are rounded to bf16 (round to nearest
+ * even) into grow-only scratch buffers owned here and multiplied by oneDNN's
+ * bf16 matmul (avx512_core_bf16) with f32 accumulation, f32 bias and f32
+ * output (and f32 sum post-op), so master weights, gradients, LayerNorm,
+ * softmax and the loss stay fp32. The attention core (dnnl_sgemm per head)
+ * stays fp32. flip_precision_parse returns -1 for an unknown name. */
+typedef enum { FLIP_PRECISION_FP32 = 0, FLIP_PRECISION_BF16 = 1 } FlipPrecision;
+void flip_set_precision(FlipPrecision p);
+FlipPrecision flip_get_precision(void);
+int flip_precision_parse(const char *name);         /* "fp32" | "bf16" */
+const char *flip_precision_name(FlipPrecision p);
+int flip_cpu_has_bf16(void);                        /* avx512_bf16 in /proc/cpuinfo */
+/* dst[i] = bf16(src[i]) (round to nearest even, NaN kept NaN), as raw bits */
+void flip_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
 
 /* Number of cached primitives (tests check reuse). */
 int flip_dnnl_cache_count(void);

@@ -107,4 +107,19 @@
  * an uninformative similarity matrix). */
 #define TRAIN_LOSS_FACTOR 0.25f
 
+/* bf16 matmuls (tests/core/test_bf16.c). Fast bf16 path vs the double
+ * reference on the SAME bf16-rounded operands: only fp32 accumulation order
+ * differs (K <= 384 terms of |x w| <= 1, outputs O(10)): 1e-5 relative. */
+#define TOL_BF16_ACC_ATOL 2e-4
+#define TOL_BF16_ACC_RTOL 1e-5
+/* bf16 vs exact fp32: rounding each operand to bf16 (unit roundoff 2^-8)
+ * perturbs a product by at most (1 + 2^-8)^2 - 1 < 2^-7 relative, so
+ * |err| <= 2^-7 sum|x w| (+ fp32 accumulation, far below): a proof, not a fit. */
+#define TOL_BF16_PRODUCT_REL 0.0079
+/* loss curves, narrowed tiny, 50 steps, B 32, lr 1e-3: bf16 vs fp32 max
+ * |loss difference| over the steps (loss starts near ln 32 = 3.47, ends
+ * ~0.005). Measured 0.002 (tiny 2+2 blocks); 0.02 leaves 10x margin while a
+ * curve that drifts by more than ~0.5 % of the initial loss fails. */
+#define TOL_BF16_LOSS_ATOL 0.02
+
 #endif
