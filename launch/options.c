@@ -67,7 +67,7 @@ static const OptDef k_opts[] = {
     {"mask-ratio", D(mask_ratio), 0, 0.99, TR, "fraction of image patches dropped in pre-training"},
     {"unmasked-tune-samples", L(unmasked_tune_samples), 0, BIG, TR, "final samples trained at mask 0 (FLIP unmasked tuning)"},
     {"seed", U(seed), 0, 1.8e19, TR, "seed of init, data order, masks and augmentation"},
-    {"precision", S(precision), 0, 0, TR | EV, "fp32 (bf16: not yet supported)"},
+    {"precision", S(precision), 0, 0, TR | EV, "fp32 | bf16 (flip-train: linear-layer matmuls in bf16 on AVX512-BF16, fp32 master weights)"},
     {"logs", S(logs), 0, 0, TR, "folder of runs"},
     {"name", S(name), 0, 0, TR, "run name: outputs go to <logs>/<name>/"},
     {"save-frequency", L(save_frequency), 0, BIG, TR, "steps between checkpoints (0: only at the end)"},
@@ -230,11 +230,14 @@ static int is_one_of(const char *s, const char *const *list) {
 static int check_combinations(const Options *o, int prog, char *err, size_t eb) {
     static const char *const scheds[] = {"cosine", "const", "const-cooldown", NULL};
     if (strcmp(o->precision, "fp32") != 0) {
-        if (strcmp(o->precision, "bf16") == 0)
-            set_err(err, eb, "--precision bf16: not yet supported (use fp32)");
-        else
-            set_err(err, eb, "--precision: unknown '%s' (use fp32)", o->precision);
-        return -1;
+        if (strcmp(o->precision, "bf16") != 0) {
+            set_err(err, eb, "--precision: unknown '%s' (use fp32 or bf16)", o->precision);
+            return -1;
+        }
+        if (prog == OPT_PROG_EVAL) {
+            set_err(err, eb, "--precision bf16: flip-eval runs in fp32 (bf16 is a flip-train option)");
+            return -1;
+        }
     }
     if (prog == OPT_PROG_EVAL) {
         if (!o->checkpoint[0]) { set_err(err, eb, "--checkpoint: required (a checkpoint .h5 written by flip-train)"); return -1; }

@@ -19,6 +19,7 @@
 #include "checkpoint.h"
 #include "comm.h"
 #include "common.h"
+#include "dnnl_util.h"
 #include "eval.h"
 #include "loader.h"
 #include "metrics.h"
@@ -296,6 +297,9 @@ int train_run(const Options *o) {
     const int Np = flip_config_num_patches(&cfg);
     const int N_mask = flip_config_num_kept(&cfg, (float)o->mask_ratio);
     const int D = cfg.embed_dim;
+    /* --precision bf16: linear-layer matmuls in bf16 (dnnl_util.h); a CPU
+     * without AVX512-BF16 ends here with a one-line error */
+    flip_set_precision(strcmp(o->precision, "bf16") == 0 ? FLIP_PRECISION_BF16 : FLIP_PRECISION_FP32);
     flip_model_init(&t->m, &cfg, o->seed);
     FlipModel *m = &t->m;
     const ParamTensor *ls = flip_model_find(m, "logit_scale");

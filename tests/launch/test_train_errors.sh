@@ -43,7 +43,7 @@ expect 1 2 "flip-train: --lr: expected a number, got 'abc'" flip-train "${base[@
 expect 2 2 "flip-train: --lr: expected a number" flip-train "${base[@]}" --lr abc
 expect 1 2 "flip-train: --beta2: 1.5 is out of range" flip-train "${base[@]}" --beta2 1.5
 expect 1 2 "flip-train: --learning-rate: unknown flag" flip-train "${base[@]}" --learning-rate 1
-expect 1 2 "flip-train: --precision bf16: not yet supported" flip-train "${base[@]}" --precision bf16
+expect 1 2 "flip-train: --precision: unknown 'fp16' (use fp32 or bf16)" flip-train "${base[@]}" --precision fp16
 expect 1 2 "flip-train: --lr-scheduler: unknown 'linear'" flip-train "${base[@]}" --lr-scheduler linear
 expect 1 2 "flip-train: --batch-size or --global-batch-size" flip-train --train-data "$tmp/data" --epochs 1
 expect 2 2 "flip-train: --global-batch-size 9 is not divisible by the 2 ranks" flip-train "${base[@]}" --global-batch-size 9

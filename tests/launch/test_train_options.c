@@ -94,8 +94,8 @@ int main(void) {
     EXPECT_ERROR("--train-data: required", "--batch-size", "8", "--epochs", "1");
     EXPECT_ERROR("--epochs and --train-samples: give only one", "--train-data", "d", "--batch-size", "8", "--epochs",
                  "1", "--train-samples", "100");
-    EXPECT_ERROR("--precision bf16: not yet supported", "--train-data", "d", "--batch-size", "8", "--epochs", "1",
-                 "--precision", "bf16");
+    EXPECT_ERROR("--precision: unknown 'fp16'", "--train-data", "d", "--batch-size", "8", "--epochs", "1",
+                 "--precision", "fp16");
     EXPECT_ERROR("--lr-scheduler const-cooldown: needs --cooldown-steps", "--train-data", "d", "--batch-size", "8",
                  "--epochs", "1", "--lr-scheduler", "const-cooldown");
     EXPECT_ERROR("--min-lr: 0.1 is above --lr", "--train-data", "d", "--batch-size", "8", "--epochs", "1", "--min-lr", "0.1");
