@@ -43,6 +43,10 @@ typedef struct {
     int max_bad_steps;             /* stop after this many non-finite steps in a row */
     /* model */
     char model[32];                /* preset */
+    /* model size overrides of the preset (0: the preset's value) */
+    int width, depth, heads;                  /* vision C, L, H */
+    int text_width, text_depth, text_heads;   /* text Ct, Lt, Ht */
+    int embed_dim, patch_size;                /* D, p */
     int image_size, channels, vocab_size, context; /* 0: from the shards */
     double mask_ratio;             /* FLIP image masking during pre-training */
     long unmasked_tune_samples;    /* final phase at mask 0 (FLIP §3) */

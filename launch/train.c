@@ -118,11 +118,31 @@ static int resolve_model(const Options *o, const ShardMeta *meta, const char *sh
         cfg->mean[c] = meta->mean[c < meta->C ? c : 0];
         cfg->std[c] = meta->std[c < meta->C ? c : 0];
     }
+    /* size flags override the preset; a changed preset is named "custom" */
+    char given[512] = "";
+    size_t gl = 0;
+    int changed = 0;
+#define SIZE_FLAG(flag, field, val)                                                     \
+    if ((val) > 0) {                                                                    \
+        changed |= cfg->field != (val);                                                 \
+        cfg->field = (val);                                                             \
+        gl += (size_t)snprintf(given + gl, sizeof given - gl, " --" flag " %d", (val)); \
+    }
+    SIZE_FLAG("width", width, o->width)
+    SIZE_FLAG("depth", depth, o->depth)
+    SIZE_FLAG("heads", heads, o->heads)
+    SIZE_FLAG("text-width", text_width, o->text_width)
+    SIZE_FLAG("text-depth", text_depth, o->text_depth)
+    SIZE_FLAG("text-heads", text_heads, o->text_heads)
+    SIZE_FLAG("embed-dim", embed_dim, o->embed_dim)
+    SIZE_FLAG("patch-size", patch, o->patch_size)
+#undef SIZE_FLAG
+    if (changed) snprintf(cfg->name, sizeof cfg->name, "custom");
     char msg[256];
     const char *bad = flip_config_check(cfg, msg, sizeof msg);
     if (bad) {
-        snprintf(err, eb, "--model %s with the shards' %dx%dx%d images (%s): %s", o->model, meta->H, meta->W, meta->C,
-                 shard, bad);
+        snprintf(err, eb, "--model %s%s with the shards' %dx%dx%d images (%s): %s", o->model, given, meta->H, meta->W,
+                 meta->C, shard, bad);
         return -1;
     }
     return 0;
@@ -523,8 +543,9 @@ int train_run(const Options *o) {
             t->total = total;
             sched.total_steps = total;
             calibrated = 1;
-            say(P, "--max-minutes %g: %.3f s per step -> %ld steps in total (%ld more)", o->max_minutes, step_s, total,
-                more);
+            say(P, "--max-minutes %g: %.3f s per step -> %ld steps in total (%ld more); a length from measured time "
+                   "differs between machines and rank counts (give --train-samples to reproduce a run)",
+                o->max_minutes, step_s, total, more);
         }
         win_steps++;
         win_images += t->G;

@@ -264,7 +264,7 @@ n=$($PY "$SWEEP" run "$S/launch/sweep/example.toml" --out "$tmp/example" --dry-r
 
 # ---- bad sweep files fail with a one-line reason
 printf '[base]\ntrain-data = "x"\nname = "y"\n[grid]\nlr = [1e-3]\n' > "$tmp/bad1.toml"
-printf '[base]\ntrain-data = "x"\n[grid]\nwidth = [64, 128]\n' > "$tmp/bad2.toml"
+printf '[base]\ntrain-data = "x"\n[grid]\nwidth = 64\n' > "$tmp/bad2.toml"
 printf '[base\n' > "$tmp/bad3.toml"
 for i in 1 2 3; do
   $PY "$SWEEP" run "$tmp/bad$i.toml" --out "$tmp/bad$i" >/dev/null 2>"$tmp/bad$i.err"

@@ -48,7 +48,10 @@ int main(void) {
     fprintf(f, "# a comment\ntrain_data = shards/{000..009}.h5\n\n--lr = 1e-3   # trailing comment\n"
                "batch-size = 16\nepochs = 3\nwarmup = 7\n");
     fclose(f);
-    rc = PARSE(&o, OPT_PROG_TRAIN, err, "--lr", "2e-3", "--config", cfg, "--warmup", "9");
+    rc = PARSE(&o, OPT_PROG_TRAIN, err, "--lr", "2e-3", "--config", cfg, "--warmup", "9", "--width", "64",
+               "--text-heads", "2", "--patch-size", "8");
+    TEST_CHECK(rc == 0 && o.width == 64 && o.text_heads == 2 && o.patch_size == 8 && o.depth == 0,
+               "model size flags parsed, unset ones stay 0 (the preset's) (rc %d: %s)", rc, err);
     TEST_CHECK(rc == 0 && o.lr == 2e-3 && o.warmup == 9 && o.batch_size == 16 && o.epochs == 3 &&
                    strcmp(o.train_data, "shards/{000..009}.h5") == 0,
                "--config read; flags before and after it override (rc %d: %s)", rc, err);
@@ -62,8 +65,9 @@ int main(void) {
     Options o2;
     rc = PARSE(&o2, OPT_PROG_TRAIN, err, "--config", cfg);
     options_format(&o2, OPT_PROG_TRAIN, text2, sizeof text2);
-    TEST_CHECK(rc == 0 && strcmp(text, text2) == 0 && memcmp(&o, &o2, sizeof o) == 0,
-               "options_format -> --config round trip is exact");
+    TEST_CHECK(rc == 0 && strcmp(text, text2) == 0 && memcmp(&o, &o2, sizeof o) == 0 && strstr(text, "\nwidth = 64\n") &&
+                   strstr(text, "\npatch-size = 8\n"),
+               "options_format -> --config round trip is exact (size flags included)");
 
     f = fopen(cfg, "w");
     fprintf(f, "lr = 1e-3\nbatch-size = 8\nepochs\n");
@@ -86,6 +90,7 @@ int main(void) {
     EXPECT_ERROR("--mask-ratio: 1 is out of range [0, 0.99]", "--train-data", "d", "--mask-ratio", "1");
     EXPECT_ERROR("--seed: expected a non-negative integer, got '-1'", "--train-data", "d", "--seed", "-1");
     EXPECT_ERROR("--log-every: 0 is out of range", "--train-data", "d", "--log-every", "0");
+    EXPECT_ERROR("--heads: -2 is out of range [0, 16384]", "--train-data", "d", "--heads", "-2");
     EXPECT_ERROR("--save-keep: 0 is out of range", "--train-data", "d", "--save-keep", "0");
     EXPECT_ERROR("--name: empty value", "--train-data", "d", "--name", "");
     EXPECT_ERROR("--epochs: missing value", "--train-data", "d", "--epochs");
@@ -103,6 +108,34 @@ int main(void) {
 
     rc = PARSE(&o, OPT_PROG_TRAIN, err, "--train-data", "d", "--help");
     TEST_CHECK(rc == 1, "--help returns 1 (rc %d)", rc);
+    /* the help text (stdout captured) says plainly that a --max-minutes run is
+     * not rank-count invariant, and lists the model size flags */
+    {
+        FILE *tf = tmpfile();
+        FLIP_CHECK(tf != NULL, "tmpfile");
+        fflush(stdout);
+        int saved = dup(1);
+        FLIP_CHECK(saved >= 0 && dup2(fileno(tf), 1) >= 0, "dup2");
+        options_help(OPT_PROG_TRAIN, "flip-train");
+        fflush(stdout);
+        FLIP_CHECK(dup2(saved, 1) >= 0, "dup2 back");
+        close(saved);
+        static char help[65536];
+        rewind(tf);
+        size_t n = fread(help, 1, sizeof help - 1, tf);
+        help[n] = '\0';
+        fclose(tf);
+        const char *mm = strstr(help, "--max-minutes");
+        const char *eol = mm ? strchr(mm, '\n') : NULL;
+        int plain = mm && eol && strstr(mm, "NOT reproducible") && strstr(mm, "rank counts") &&
+                    strstr(mm, "NOT reproducible") < eol && strstr(mm, "rank counts") < eol;
+        TEST_CHECK(plain, "--help: --max-minutes says its run length differs across rank counts");
+        int sizes = 1;
+        const char *flags[] = {"--width", "--depth", "--heads", "--text-width", "--text-depth", "--text-heads",
+                               "--embed-dim", "--patch-size"};
+        for (int i = 0; i < 8; i++) sizes &= strstr(help, flags[i]) != NULL;
+        TEST_CHECK(sizes, "--help lists the model size flags");
+    }
     rc = PARSE(&o, OPT_PROG_EVAL, err, "--checkpoint", "c.h5", "--val-data", "v", "--threads", "2");
     TEST_CHECK(rc == 0 && strcmp(o.checkpoint, "c.h5") == 0 && o.threads == 2, "flip-eval flags (rc %d: %s)", rc, err);
     rc = PARSE(&o, OPT_PROG_EVAL, err, "--checkpoint", "c.h5", "--val-data", "v", "--lr", "1");
