@@ -1,4 +1,4 @@
-/* sources.c — csv/tsv tables, webdataset tars and IDX files read as a stream
+/* sources.c — csv/tsv tables, webdataset tars, IDX files and image folders read as a stream
  * of (image, caption) items for flip-prep (see sources.h for the formats).
  * Tar and IDX files are read through zlib's gz* functions, which read plain
  * files as they are and gzip'ed ones decompressed. */
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <zlib.h>
@@ -23,6 +24,7 @@
 #define TAR_MAX_TEXT_BYTES ((size_t)16 << 20)
 #define TAR_MAX_NAME_BYTES 65536
 #define IDX_MAX_SIDE 4096
+#define FOLDER_MAX_DEPTH 64
 
 static void set_err(char *err, size_t err_bytes, const char *fmt, ...) FLIP_PRINTF(3, 4);
 static void set_err(char *err, size_t err_bytes, const char *fmt, ...) {
@@ -53,8 +55,8 @@ const char *skip_reason_name(SkipReason r) {
 }
 
 int source_kind_parse(const char *name, SourceKind *kind) {
-    static const char *names[] = {"csv", "tsv", "tar", "idx"};
-    for (int i = 0; i < 4; i++) {
+    static const char *names[] = {"csv", "tsv", "tar", "idx", "folder"};
+    for (int i = 0; i < 5; i++) {
         if (strcmp(name, names[i]) == 0) {
             *kind = (SourceKind)i;
             return 0;
@@ -69,6 +71,7 @@ const char *source_kind_name(SourceKind kind) {
     case SOURCE_TSV: return "tsv";
     case SOURCE_TAR: return "tar";
     case SOURCE_IDX: return "idx";
+    case SOURCE_FOLDER: return "folder";
     }
     return "?";
 }
@@ -201,6 +204,9 @@ struct Source {
     int n_classes;
     char **templates;
     int n_templates;
+    /* folder: image paths in reading order */
+    char **images;
+    long n_images, cap_images;
     /* progress */
     uint64_t *file_bytes; /* (files.n) sizes on disk */
     double total_bytes;
@@ -208,6 +214,7 @@ struct Source {
 
 double source_fraction(const Source *s) {
     if (s->kind == SOURCE_IDX) return s->idx_n ? (double)s->next_index / (double)s->idx_n : 1.0;
+    if (s->kind == SOURCE_FOLDER) return s->n_images ? (double)s->next_index / (double)s->n_images : 1.0;
     if (s->total_bytes <= 0) return 0.0;
     double done = 0;
     for (int i = 0; i < s->file_i && (size_t)i < s->files.n; i++) done += (double)s->file_bytes[i];
@@ -219,6 +226,7 @@ double source_fraction(const Source *s) {
 }
 
 int source_n_files(const Source *s) { return (int)s->files.n; }
+long source_n_items(const Source *s) { return s->kind == SOURCE_FOLDER ? s->n_images : -1; }
 const char *source_file(const Source *s, int i) { return i >= 0 && (size_t)i < s->files.n ? s->files.items[i] : NULL; }
 int source_n_classes(const Source *s) { return s->n_classes; }
 const char *source_class_name(const Source *s, int i) {
@@ -952,6 +960,132 @@ static int tar_next(Source *s, SourceItem *item, char *err, size_t err_bytes) {
     }
 }
 
+/* ---- image folders ------------------------------------------------------- */
+
+static int cmp_path(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void folder_add(Source *s, const char *path) {
+    if (s->n_images == s->cap_images) {
+        long cap = s->cap_images ? s->cap_images * 2 : 256;
+        char **bigger = flip_malloc(sizeof(char *) * (size_t)cap, "folder image list");
+        if (s->n_images) memcpy(bigger, s->images, sizeof(char *) * (size_t)s->n_images);
+        flip_free(s->images);
+        s->images = bigger;
+        s->cap_images = cap;
+    }
+    s->images[s->n_images++] = str_dup(path, strlen(path));
+}
+
+/* Appends the images under dir (recursively, unsorted). -1 + err when a
+ * folder cannot be listed or nests deeper than FOLDER_MAX_DEPTH. */
+static int folder_scan(Source *s, const char *dir, int depth, char *err, size_t err_bytes) {
+    if (depth > FOLDER_MAX_DEPTH) {
+        set_err(err, err_bytes, "%s: folders nest deeper than %d levels; check --input", dir, FOLDER_MAX_DEPTH);
+        return -1;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        set_err(err, err_bytes, "%s: cannot list the folder (%s); check --input and permissions", dir, strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    size_t dl = strlen(dir);
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue; /* ., .., hidden files and folders */
+        size_t nl = strlen(e->d_name);
+        char *path = flip_malloc(dl + nl + 2, "folder path");
+        memcpy(path, dir, dl);
+        size_t o = dl;
+        if (o == 0 || path[o - 1] != '/') path[o++] = '/';
+        memcpy(path + o, e->d_name, nl + 1);
+        struct stat st;
+        if (lstat(path, &st) == 0) {
+            if (S_ISDIR(st.st_mode)) {
+                rc = folder_scan(s, path, depth + 1, err, err_bytes);
+            } else if (has_image_ext(e->d_name)) {
+                struct stat target;
+                /* a symlink counts when it points at a file (never a folder) */
+                if (S_ISREG(st.st_mode) || (S_ISLNK(st.st_mode) && stat(path, &target) == 0 && !S_ISDIR(target.st_mode)))
+                    folder_add(s, path);
+            }
+        }
+        flip_free(path);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int folder_open(Source *s, char *err, size_t err_bytes) {
+    for (size_t i = 0; i < s->files.n; i++) {
+        const char *dir = s->files.items[i];
+        struct stat st;
+        int found = stat(dir, &st) == 0;
+        if (!found || !S_ISDIR(st.st_mode)) {
+            set_err(err, err_bytes, "%s: %s (input %zu of %zu); --source folder takes image folders as --input", dir,
+                    !found && errno == ENOENT ? "no such folder" : "not a folder", i + 1, s->files.n);
+            return -1;
+        }
+        long first = s->n_images;
+        if (folder_scan(s, dir, 0, err, err_bytes) != 0) return -1;
+        if (s->n_images == first) {
+            set_err(err, err_bytes, "%s: no .jpg/.jpeg/.png images in the folder or below it; check --input", dir);
+            return -1;
+        }
+        qsort(s->images + first, (size_t)(s->n_images - first), sizeof(char *), cmp_path);
+    }
+    return 0;
+}
+
+/* x.jpg -> x.txt (the caption beside the image) */
+static char *caption_path(const char *image) {
+    const char *base = strrchr(image, '/');
+    base = base ? base + 1 : image;
+    const char *dot = strrchr(base, '.');
+    size_t stem = dot && dot > base ? (size_t)(dot - image) : strlen(image);
+    char *p = flip_malloc(stem + 5, "caption path");
+    memcpy(p, image, stem);
+    memcpy(p + stem, ".txt", 5);
+    return p;
+}
+
+static int folder_next(Source *s, SourceItem *item) {
+    long i = s->next_index;
+    if (i >= s->n_images) return 0;
+    const char *img = s->images[i];
+    item->label = -1;
+    snprintf(item->name, sizeof item->name, "%.500s", img);
+    item->path = str_dup(img, strlen(img));
+    char *txt = caption_path(img);
+    struct stat st;
+    if (stat(txt, &st) != 0) {
+        item->skip = errno == ENOENT ? SKIP_MISSING : SKIP_UNREADABLE;
+        snprintf(item->reason, sizeof item->reason, "no caption file %.200s beside the image (%s)", txt, strerror(errno));
+    } else if (!S_ISREG(st.st_mode) || (size_t)st.st_size > TAR_MAX_TEXT_BYTES) {
+        item->skip = SKIP_UNREADABLE;
+        snprintf(item->reason, sizeof item->reason, "caption file %.200s is %s", txt,
+                 S_ISREG(st.st_mode) ? "over the 16 MiB limit" : "not a regular file");
+    } else {
+        size_t n;
+        int e;
+        char *text = (char *)source_read_file(txt, &n, &e);
+        if (!text) {
+            item->skip = e == ENOENT ? SKIP_MISSING : SKIP_UNREADABLE;
+            snprintf(item->reason, sizeof item->reason, "caption file %.200s: %s", txt, strerror(e));
+        } else {
+            size_t a = 0, b = n;
+            while (a < b && isspace((unsigned char)text[a])) a++;
+            while (b > a && isspace((unsigned char)text[b - 1])) b--;
+            item->caption = str_dup(text + a, b - a);
+            item->caption_bytes = b - a;
+            item->bytes_in = n;
+            flip_free(text);
+        }
+    }
+    flip_free(txt);
+    return 1;
+}
+
 /* ---- the public functions ------------------------------------------------ */
 
 Source *source_open(const SourceConfig *cfg, char *err, size_t err_bytes) {
@@ -970,6 +1104,11 @@ Source *source_open(const SourceConfig *cfg, char *err, size_t err_bytes) {
             return NULL;
         }
         s->file_i = 0;
+    } else if (cfg->kind == SOURCE_FOLDER) {
+        if (folder_open(s, err, err_bytes) != 0) {
+            source_close(s);
+            return NULL;
+        }
     } else {
         for (size_t i = 0; i < s->files.n; i++) {
             struct stat st;
@@ -1000,6 +1139,7 @@ int source_next(Source *s, SourceItem *item, char *err, size_t err_bytes) {
     case SOURCE_TSV: r = csv_next(s, item, err, err_bytes); break;
     case SOURCE_TAR: r = tar_next(s, item, err, err_bytes); break;
     case SOURCE_IDX: r = idx_next(s, item, err, err_bytes); break;
+    case SOURCE_FOLDER: r = folder_next(s, item); break;
     default: r = -1; set_err(err, err_bytes, "unknown source kind %d", (int)s->kind);
     }
     if (r != 1) {
@@ -1043,6 +1183,8 @@ void source_close(Source *s) {
     flip_free(s->labels_path);
     if (s->classes) free_lines(s->classes, s->n_classes);
     if (s->templates) free_lines(s->templates, s->n_templates);
+    for (long i = 0; i < s->n_images; i++) flip_free(s->images[i]);
+    flip_free(s->images);
     brace_list_free(&s->files);
     flip_free(s->file_bytes);
     flip_free(s);

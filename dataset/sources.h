@@ -25,6 +25,15 @@
  *              i is template[k] with every "{}" replaced by the class name of
  *              its label, k = a Philox draw keyed by (template_seed, i):
  *              deterministic and independent of the reading order.
+ *   folder     image folders: every x.jpg / x.jpeg / x.png (any case) found
+ *              recursively, with its caption in the text file x.txt beside
+ *              it (leading/trailing whitespace trimmed). Each input folder's
+ *              images come in byte-wise sorted path order (independent of the
+ *              file system's listing order), so the shards are deterministic.
+ *              Names starting with '.' are ignored; symlinks to files are
+ *              followed, symlinks to folders are not (no cycles). An image
+ *              without its x.txt is an item skipped as "missing file"; a
+ *              folder without any image is a fatal error.
  * Inputs are brace-expanded (brace.h); several inputs are read in order.
  *
  * Items come out in input order, numbered from 0 (item->index); problems
@@ -42,7 +51,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { SOURCE_CSV = 0, SOURCE_TSV, SOURCE_TAR, SOURCE_IDX } SourceKind;
+typedef enum { SOURCE_CSV = 0, SOURCE_TSV, SOURCE_TAR, SOURCE_IDX, SOURCE_FOLDER } SourceKind;
 
 /* Why an item is skipped (the summary's categories). */
 typedef enum {
@@ -74,7 +83,7 @@ typedef struct {
 typedef struct {
     long index;          /* 0, 1, 2, ... in input order */
     char name[512];      /* for warnings: "table.csv:12 (img/a.jpg)", "a.tar:000123", "file.idx#5" */
-    char *path;          /* csv/tsv: the image file to read (owned), else NULL */
+    char *path;          /* csv/tsv/folder: the image file to read (owned), else NULL */
     uint8_t *data;       /* tar: image member bytes; idx: raw pixels (owned) */
     size_t n_bytes;
     int raw_w, raw_h, raw_c; /* idx: data holds raw (raw_h, raw_w, raw_c) pixels; 0 otherwise */
@@ -96,9 +105,12 @@ int source_next(Source *s, SourceItem *item, char *err, size_t err_bytes);
 void source_item_free(SourceItem *item);
 void source_close(Source *s);
 /* Fraction of the input consumed so far, in [0, 1] (by bytes for csv/tsv/tar,
- * by samples for idx): for progress lines and ETAs. Same thread as source_next. */
+ * by samples for idx and folder): for progress lines and ETAs. Same thread as source_next. */
 double source_fraction(const Source *s);
-/* Number of expanded input files and their names (valid until source_close). */
+/* folder: number of images found (items to come in total); -1 for other kinds. */
+long source_n_items(const Source *s);
+/* Number of expanded input files (folders for --source folder) and their
+ * names (valid until source_close). */
 int source_n_files(const Source *s);
 const char *source_file(const Source *s, int i);
 /* idx: number of classes and class name i (NULL otherwise). */

@@ -64,14 +64,17 @@ static void usage(FILE *f) {
         "flip-prep " FLIP_PREP_VERSION " — turn raw image-text pairs into flip shards\n"
         "\n"
         "usage:\n"
-        "  flip-prep shards --source csv|tsv|tar|idx --input PATH [PATH...] --output DIR\n"
+        "  flip-prep shards --source csv|tsv|tar|idx|folder --input PATH [PATH...] --output DIR\n"
         "                   (--vocab vocab.txt | --learn-vocab SIZE) [options]\n"
-        "  flip-prep vocab  --source csv|tsv|tar|idx --input PATH [PATH...] --size SIZE --output vocab.txt\n"
+        "  flip-prep vocab  --source csv|tsv|tar|idx|folder --input PATH [PATH...] --size SIZE --output vocab.txt\n"
         "\n"
         "inputs:\n"
         "  --source KIND        csv or tsv table of (image path, caption); tar: webdataset shards\n"
-        "                       (key.jpg/png + key.txt, as img2dataset writes); idx: IDX images + labels\n"
-        "  --input PATH...      one or more files; brace lists allowed: 'data/{00000..00099}.tar'\n"
+        "                       (key.jpg/png + key.txt, as img2dataset writes); idx: IDX images + labels;\n"
+        "                       folder: image folders, each x.jpg/x.png with its caption in x.txt beside it\n"
+        "                       (recursive, sorted path order; an image without x.txt: 'missing file')\n"
+        "  --input PATH...      one or more files (folders for --source folder); brace lists allowed:\n"
+        "                       'data/{00000..00099}.tar'\n"
         "  --limit N            stop after N written samples (vocab learning: the first N items)\n"
         "idx only:\n"
         "  --labels FILE        IDX label file (required)\n"
@@ -191,7 +194,7 @@ static int parse_flags(PrepConfig *c, int argc, char **argv) {
         if (!*val) return flag_error("%s needs a non-empty value", name);
         if (strcmp(name, "--source") == 0) {
             if (source_kind_parse(val, &c->kind) != 0)
-                return flag_error("--source must be one of csv, tsv, tar, idx; got '%s'", val);
+                return flag_error("--source must be one of csv, tsv, tar, idx, folder; got '%s'", val);
             c->kind_set = 1;
         } else if (strcmp(name, "--input") == 0) {
             c->inputs[c->n_inputs++] = val;
@@ -243,7 +246,7 @@ static int parse_flags(PrepConfig *c, int argc, char **argv) {
             return flag_error("unknown flag '%s' (see flip-prep --help)", name);
         }
     }
-    if (!c->kind_set) return flag_error("--source is required (csv, tsv, tar or idx)");
+    if (!c->kind_set) return flag_error("--source is required (csv, tsv, tar, idx or folder)");
     if (c->n_inputs == 0) return flag_error("--input is required");
     if (!c->output) return flag_error(c->mode ? "--output FILE (the vocab.txt to write) is required" : "--output DIR is required");
     if (c->kind == SOURCE_IDX) {
@@ -741,6 +744,7 @@ static void build_fingerprint(Manifest *m, const PrepConfig *c, const SourceConf
     Text t = {0};
     text_add(&t, "flip-prep %s\nsource %s\n", FLIP_PREP_VERSION, source_kind_name(c->kind));
     for (int i = 0; i < source_n_files(m->src); i++) text_add(&t, "input %s\n", source_file(m->src, i));
+    if (c->kind == SOURCE_FOLDER) text_add(&t, "images %ld\n", source_n_items(m->src)); /* new images: redo */
     if (c->kind == SOURCE_IDX) {
         char hex[65], err[512];
         text_add(&t, "labels %s\n", sc->labels_path);

@@ -2,7 +2,7 @@
  * flip shards (DESIGN §4). launch/main_flip_prep.c is a thin main over
  * prep_main; `flip-prep --help` lists every flag.
  *
- *   flip-prep shards --source csv|tsv|tar|idx --input PATH... --output DIR
+ *   flip-prep shards --source csv|tsv|tar|idx|folder --input PATH... --output DIR
  *                    (--vocab vocab.txt | --learn-vocab SIZE) [options]
  *   flip-prep vocab  --source ... --input ... --size SIZE --output vocab.txt
  *

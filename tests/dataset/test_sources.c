@@ -3,8 +3,10 @@
  * relative to the table, skip reasons) and tsv; webdataset tars made with
  * `tar` at test time (gnu and pax formats, long names, a directory entry, a
  * missing .txt, json members, gzip, a truncated and a garbage tar); IDX round
- * trip (plain and gzip'ed), template captions and their determinism, and the
- * one-line fatal errors. Fixtures are written to a fresh temp dir. */
+ * trip (plain and gzip'ed), template captions and their determinism; image
+ * folders (recursive, sorted order, captions beside the images, hidden names
+ * and folder symlinks ignored, skip reasons); and the one-line fatal errors.
+ * Fixtures are written to a fresh temp dir. */
 #include "testlib.h"
 
 #include "brace.h"
@@ -499,6 +501,76 @@ static void test_idx(void) {
     TEST_CHECK(n == -2 && strstr(err, "not an IDX"), "text file as IDX -> '%s'", err);
 }
 
+/* image folders: files written in an order unlike the sorted one */
+static void test_folder(void) {
+    char err[512];
+    sh("mkdir -p '%s/fold/b/e.txt' '%s/fold/a b' '%s/fold/.hidden' '%s/fold/empty'", g_dir, g_dir, g_dir, g_dir);
+    write_text("fold/b/z.jpg", "Z");
+    write_text("fold/b/z.txt", "  zebra on grass \n");
+    write_text("fold/s.txt", "symlinked");
+    write_text("fold/b/d.jpg", "D");
+    write_text("fold/b/d.txt", " \n");
+    write_text("fold/b/c.JPEG", "C");          /* no caption: missing file */
+    write_text("fold/b/e.jpg", "E");           /* e.txt is a folder: unreadable */
+    write_text("fold/a.png", "A");
+    write_text("fold/a.txt", "an apple\n");
+    write_text("fold/a b/k.png", "K");
+    write_text("fold/a b/k.txt", "k");
+    write_text("fold/notes.txt", "no image");  /* ignored */
+    write_text("fold/x.gif", "G");             /* not jpg/png: ignored */
+    write_text("fold/.hidden/h.jpg", "H");     /* hidden: ignored */
+    write_text("fold/.hidden/h.txt", "hidden");
+    sh("cd '%s/fold' && ln -s a.png s.jpg && ln -s b link", g_dir); /* file link followed, folder link not */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/fold", g_dir);
+    Source *s = open1(SOURCE_FOLDER, dir, err, sizeof err);
+    TEST_CHECK(s != NULL, "folder source opens (%s)", s ? "" : err);
+    if (!s) return;
+    TEST_CHECK(source_n_items(s) == 7, "7 images found (got %ld)", source_n_items(s));
+    SourceItem it[10];
+    int n = read_all(s, it, 10, err, sizeof err);
+    struct { const char *rel; const char *cap; SkipReason skip; } want[7] = {
+        {"a b/k.png", "k", SKIP_NONE},       {"a.png", "an apple", SKIP_NONE},
+        {"b/c.JPEG", NULL, SKIP_MISSING},     {"b/d.jpg", "", SKIP_EMPTY_CAPTION},
+        {"b/e.jpg", NULL, SKIP_UNREADABLE},   {"b/z.jpg", "zebra on grass", SKIP_NONE},
+        {"s.jpg", "symlinked", SKIP_NONE},
+    };
+    TEST_CHECK(n == 7, "7 items (got %d)", n);
+    for (int i = 0; i < n && i < 7; i++) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s", dir, want[i].rel);
+        int ok = it[i].index == i && it[i].path && strcmp(it[i].path, path) == 0 && it[i].skip == want[i].skip &&
+                 it[i].label == -1 && (want[i].cap == NULL || (it[i].caption && strcmp(it[i].caption, want[i].cap) == 0));
+        TEST_CHECK(ok, "folder item %d: %s, caption '%s', %s (%s)", i, it[i].path ? it[i].path : "(null)",
+                   it[i].caption ? it[i].caption : "(none)", skip_reason_name(it[i].skip), it[i].reason);
+    }
+    TEST_CHECK(n >= 3 && strstr(it[2].reason, "no caption file") && strstr(it[2].reason, "b/c.txt"),
+               "missing caption names the file: '%s'", n >= 3 ? it[2].reason : "");
+    TEST_CHECK(source_fraction(s) == 1.0, "fraction 1 at the end");
+    free_items(it, n);
+    source_close(s);
+    /* captions_only (vocab pass) reads the same captions */
+    const char *inputs[1] = {dir};
+    SourceConfig cfg = {.kind = SOURCE_FOLDER, .inputs = inputs, .n_inputs = 1, .captions_only = 1};
+    s = source_open(&cfg, err, sizeof err);
+    n = s ? read_all(s, it, 10, err, sizeof err) : -1;
+    TEST_CHECK(n == 7 && it[5].caption && strcmp(it[5].caption, "zebra on grass") == 0, "captions_only pass");
+    if (n > 0) free_items(it, n);
+    source_close(s);
+    /* fatal errors at open: one line naming the input */
+    s = open1(SOURCE_FOLDER, "/nonexistent/flip_folder", err, sizeof err);
+    TEST_CHECK(!s && strstr(err, "/nonexistent/flip_folder: no such folder") && !strchr(err, '\n'), "missing folder -> '%s'", err);
+    snprintf(dir, sizeof dir, "%s/fold/a.txt", g_dir);
+    s = open1(SOURCE_FOLDER, dir, err, sizeof err);
+    TEST_CHECK(!s && strstr(err, "a.txt: not a folder"), "a file as folder -> '%s'", err);
+    snprintf(dir, sizeof dir, "%s/fold/empty", g_dir);
+    s = open1(SOURCE_FOLDER, dir, err, sizeof err);
+    TEST_CHECK(!s && strstr(err, "empty: no .jpg/.jpeg/.png images"), "folder without images -> '%s'", err);
+    SourceKind k;
+    TEST_CHECK(source_kind_parse("folder", &k) == 0 && k == SOURCE_FOLDER && strcmp(source_kind_name(k), "folder") == 0,
+               "kind name 'folder'");
+}
+
 int main(void) {
     const char *tmp = getenv("TMPDIR");
     snprintf(g_dir, sizeof g_dir, "%s/flip_test_sources_XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -512,6 +584,7 @@ int main(void) {
     test_tar();
     test_tar_flips();
     test_idx();
+    test_folder();
     int rc = test_finish();
     if (rc == 0) sh("rm -rf %s", g_dir);
     else fprintf(stderr, "fixtures kept in %s\n", g_dir);

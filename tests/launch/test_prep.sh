@@ -200,7 +200,7 @@ badflag "needs a value" "${C0[@]}" --vocab
 badflag "command" frobnicate
 "$PREP" --help >"$T/help.out" 2>&1
 rc=$?
-check "--help: exit 0, lists every flag" bash -c "[ $rc = 0 ] && for f in source input output vocab learn-vocab image-size channels context shard-size prefix workers zstd-level strict keep-captions limit labels classes templates label-shards template-seed; do grep -q -- \"--\$f\" '$T/help.out' || exit 1; done"
+check "--help: exit 0, lists every flag and the folder source" bash -c "[ $rc = 0 ] && grep -q 'folder: image folders' '$T/help.out' && for f in source input output vocab learn-vocab image-size channels context shard-size prefix workers zstd-level strict keep-captions limit labels classes templates label-shards template-seed; do grep -q -- \"--\$f\" '$T/help.out' || exit 1; done"
 
 # ---------------------------------------------------------------- fatal errors: exit 1
 "$PREP" shards --source csv --input "$T/raw/t.csv" --output "$T/strict" --vocab "$out/vocab.txt" --image-size 16 \
@@ -219,6 +219,31 @@ check "every item skipped: exit 1 with a message" bash -c "[ $rc = 1 ] && grep -
 "$PREP" shards --source csv --input "$T/raw/t.csv" --output "$T/bv" --vocab "$T/raw/t.csv" >"$T/bv.out" 2>"$T/bv.err"
 rc=$?
 check "a bad --vocab file: exit 1 naming it: $(head -1 "$T/bv.err")" bash -c "[ $rc = 1 ] && grep -q 't.csv:2' '$T/bv.err'"
+
+# ---------------------------------------------------------------- folder source
+# images with captions beside them, in nested folders, written out of sorted
+# order: the shards hold them in sorted path order; an image without its .txt
+# is skipped as a missing file; non-image files are ignored
+mkdir -p "$T/fold/b/deeper" "$T/fold/a"
+"$MK" "$T/fold/b/deeper/blue.png" 20 50 10 10 200; printf 'the blue sky\n' > "$T/fold/b/deeper/blue.txt"
+"$MK" "$T/fold/b/green.jpg" 64 64 10 200 10;     printf 'a green field' > "$T/fold/b/green.txt"
+"$MK" "$T/fold/a/red.png" 40 30 200 10 10;       printf '  a red square  \n' > "$T/fold/a/red.txt"
+"$MK" "$T/fold/a/white.jpg" 33 17 250 250 250    # no caption
+printf 'not a sample' > "$T/fold/readme.txt"
+out=$T/folder
+"$PREP" shards --source folder --input "$T/fold" --output "$out" --learn-vocab 100 --image-size 16 --shard-size 10 \
+    --workers 2 --keep-captions >"$T/fold.out" 2>"$T/fold.err"
+rc=$?
+check "folder: exit 0, 3 written, 1 missing file ($(grep wrote "$T/fold.out"))" \
+    bash -c "[ $rc = 0 ] && grep -q 'wrote 3 samples in 1 shards.*skipped 1 (.*missing file 1)' '$T/fold.out' && grep -q 'white.jpg.*no caption file .*white.txt' '$T/fold.err'"
+f0=$("$CHECK" "$out/train-000000.h5" 0); f1=$("$CHECK" "$out/train-000000.h5" 1); f2=$("$CHECK" "$out/train-000000.h5" 2)
+check "folder: sorted order a/red, b/deeper/blue, b/green with their captions" \
+    bash -c "[ '$(get px "$f0")' = '200,10,10' ] && echo '$f0' | grep -q 'caption=a red square$' && [ '$(get px "$f1")' = '10,10,200' ] && echo '$f1' | grep -q 'caption=the blue sky$' && echo '$f2' | grep -q 'caption=a green field$'"
+check "folder: manifest names the source" grep -q '"source": "folder"' "$out/manifest.json"
+"$PREP" shards --source folder --input "$T/fold/a/red.png" --output "$T/fbad" --learn-vocab 100 >"$T/fb.out" 2>"$T/fb.err"
+rc=$?
+check "folder: a file as --input is fatal, one line: $(cat "$T/fb.err")" \
+    bash -c "[ $rc = 1 ] && [ \$(wc -l <'$T/fb.err') = 1 ] && grep -q 'red.png: not a folder' '$T/fb.err'"
 
 # ---------------------------------------------------------------- vocab command
 "$PREP" vocab --source csv --input "$T/raw/t.csv" --size 100 --output "$T/v.txt" >"$T/v.out" 2>"$T/v.err"
