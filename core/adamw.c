@@ -22,6 +22,8 @@
 
 /* elements per block of the fast path (block arrays live on the stack) */
 #define ADAMW_BLOCK 256
+/* blocks below which the update stays single-threaded (16 K floats) */
+#define ADAMW_PAR_MIN_BLOCKS 64
 
 /* x[i] = sqrt(x[i]) for i < n */
 static void adamw_sqrt_block(float *x, int n) {
@@ -39,7 +41,9 @@ void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
     const float inv_bc2 = (float)(1.0 / (1.0 - pow((double)beta2, (double)step)));
     const float a1 = 1.0f - beta1, a2 = 1.0f - beta2;
     size_t n_blocks = (n + ADAMW_BLOCK - 1) / ADAMW_BLOCK;
-#pragma omp parallel for schedule(static)
+    /* small tensors (biases, LayerNorm) run on the calling thread: a parallel
+     * region costs more than their update; the result is the same either way */
+#pragma omp parallel for schedule(static) if (n_blocks >= ADAMW_PAR_MIN_BLOCKS)
     for (size_t blk = 0; blk < n_blocks; blk++) {
         size_t i0 = blk * ADAMW_BLOCK;
         int len = (int)(n - i0 < ADAMW_BLOCK ? n - i0 : ADAMW_BLOCK);

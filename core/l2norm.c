@@ -11,7 +11,7 @@
 
 void l2norm_forward(float *out, float *norm, const float *inp, int B, int D) {
     // out (B, D), norm (B), inp (B, D)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * (size_t)D >= 16384)
     for (int b = 0; b < B; b++) {
         const float *x = inp + (size_t)b * D;
         float *y = out + (size_t)b * D;
@@ -27,7 +27,7 @@ void l2norm_forward(float *out, float *norm, const float *inp, int B, int D) {
 
 void l2norm_backward(float *dinp, const float *dout, const float *out, const float *norm,
                      int B, int D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * (size_t)D >= 16384)
     for (int b = 0; b < B; b++) {
         const float *y = out + (size_t)b * D;
         const float *dy = dout + (size_t)b * D;

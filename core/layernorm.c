@@ -23,7 +23,7 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int M, int C) {
     // out (M, C), mean (M), rstd (M), inp (M, C), weight (C), bias (C)
     const int C8 = C - C % LN_LANES;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * (size_t)C >= 16384)
     for (int r = 0; r < M; r++) {
         const float *x = inp + (size_t)r * C;
         float *y = out + (size_t)r * C;
@@ -59,7 +59,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
     // dinp (M, C), dweight (C), dbias (C), dout (M, C), inp (M, C), mean/rstd (M)
     if (dinp) {
         const int C8 = C - C % LN_LANES;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)M * (size_t)C >= 16384)
         for (int r = 0; r < M; r++) {
             const float *x = inp + (size_t)r * C;
             const float *dy = dout + (size_t)r * C;

@@ -671,12 +671,24 @@ float flip_model_loss_and_grad(FlipModel *m, const uint8_t *images, const int32_
 
 void flip_model_adamw(FlipModel *m, const AdamWConfig *opt, float grad_scale, long step) {
     const Ops *o = model_ops(m);
-    for (int i = 0; i < m->n_tensors; i++) {
+    FLIP_PROF_BEGIN(FLIP_PROF_OPTIMIZER);
+    /* the update is elementwise: a run of arena-adjacent tensors with the same
+     * decay is one call (one parallel region instead of one per tensor) */
+    for (int i = 0; i < m->n_tensors;) {
         const ParamTensor *t = &m->tensors[i];
-        PROF(FLIP_PROF_OPTIMIZER, o->adamw(m->params + t->offset, m->grads + t->offset, m->adam_m + t->offset,
-                 m->adam_v + t->offset, t->count, opt->lr, opt->beta1, opt->beta2, opt->eps,
-                 t->decay ? opt->wd : 0.0f, grad_scale, step));
+        size_t count = t->count;
+        int j = i + 1;
+        while (j < m->n_tensors && m->tensors[j].decay == t->decay &&
+               m->tensors[j].offset == t->offset + count) {
+            count += m->tensors[j].count;
+            j++;
+        }
+        o->adamw(m->params + t->offset, m->grads + t->offset, m->adam_m + t->offset,
+                 m->adam_v + t->offset, count, opt->lr, opt->beta1, opt->beta2, opt->eps,
+                 t->decay ? opt->wd : 0.0f, grad_scale, step);
+        i = j;
     }
+    FLIP_PROF_END();
     float *ls = m->params + m->tensors[logit_index(&m->cfg)].offset;
     if (*ls < 0.0f) *ls = 0.0f;
     if (*ls > LOGIT_MAX) *ls = LOGIT_MAX;
