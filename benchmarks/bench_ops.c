@@ -12,6 +12,9 @@
  * just before the row (pk1024); BLOCK rows use the mean of their rows' peaks.
  *
  * Usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock]
+ *                  [--precision fp32|bf16]
+ * --precision bf16: the linear rows (and the oneDNN peak) run flip's bf16
+ * matmul path, conversions included (dnnl_util.h); attention stays fp32.
  * --cpu-clock times with process CPU time instead of wall time: with
  * OMP_NUM_THREADS=1 this is robust to other processes on a shared machine.
  * Run with OMP_NUM_THREADS set to the cores to use (2 here); other load on the
@@ -211,7 +214,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--preset") && i + 1 < argc) which = argv[++i];
         else if (!strcmp(argv[i], "--no-blas")) blas = 0;
         else if (!strcmp(argv[i], "--cpu-clock")) g_clock = CLOCK_PROCESS_CPUTIME_ID;
-        else FLIP_FATAL("bench_ops: unknown argument '%s'; usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock]", argv[i]);
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            int pr = flip_precision_parse(argv[++i]);
+            FLIP_CHECK(pr >= 0, "bench_ops: --precision '%s' unknown (use fp32 or bf16)", argv[i]);
+            flip_set_precision((FlipPrecision)pr);
+        }
+        else FLIP_FATAL("bench_ops: unknown argument '%s'; usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock] [--precision fp32|bf16]", argv[i]);
     }
     FLIP_CHECK(budget > 0, "bench_ops: --seconds must be > 0");
     FLIP_CHECK(g_clock == CLOCK_MONOTONIC || omp_get_max_threads() == 1,
