@@ -73,6 +73,11 @@ FlipPrecision flip_get_precision(void);
 int flip_precision_parse(const char *name);         /* "fp32" | "bf16" */
 const char *flip_precision_name(FlipPrecision p);
 int flip_cpu_has_bf16(void);                        /* avx512_bf16 in /proc/cpuinfo */
+/* bf16: lets the NEXT flip_matmul reuse the bf16 copy of src made by the
+ * previous call when its src pointer and span are the same; the caller
+ * guarantees the memory did not change in between (linear_backward: dout
+ * feeds both dinp and dweight). No effect in fp32; applies to one call. */
+void flip_matmul_src_unchanged(void);
 /* dst[i] = bf16(src[i]) (round to nearest even, NaN kept NaN), as raw bits */
 void flip_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
 

@@ -89,6 +89,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias,
         /* dweight (OC, IC) += dout^T (OC, M) @ inp (M, IC); dout^T (o, m) at m*OC + o */
         spec2(&s, OC, M, IC, 1, OC, IC, 1);
         s.accumulate = 1;
+        if (dinp) flip_matmul_src_unchanged(); /* bf16: dout was just converted for dinp */
         flip_matmul(&s, dweight, dout, inp, NULL);
     }
     if (dbias) bias_grad(dbias, dout, M, OC);
