@@ -99,8 +99,8 @@ void options_defaults(Options *o) {
     o->lr = 5e-4;
     o->wd = 0.2;
     o->beta1 = 0.9;
-    o->beta2 = 0.98;
-    o->eps = 1e-6;
+    o->beta2 = 0.95; /* FLIP (arXiv 2212.00794) Table 9: AdamW beta2 0.95 */
+    o->eps = 1e-8;
     o->warmup = 0;
     snprintf(o->lr_scheduler, sizeof o->lr_scheduler, "cosine");
     o->max_bad_steps = 5;
