@@ -81,20 +81,25 @@ void adamw_update_ref(float *param, const float *grad, float *m, float *v, size_
     }
 }
 
-/* partial sums per thread block: 8 independent double accumulators so the
- * loop is not bound by the latency of one add chain */
+/* Deterministic at any thread count: the n elements are cut into a fixed
+ * number of blocks (independent of threads), each summed serially with 8
+ * independent double accumulators (no single add-chain latency bound), and
+ * the block sums are added in block order. So the gradient norm — and with it
+ * clipping — is bit-identical across thread counts, runs and resumes. */
+#define SUMSQ_BLOCKS 64
 double sumsq(const float *x, size_t n) {
-    double s = 0.0;
-#pragma omp parallel reduction(+ : s)
-    {
-        int id = omp_get_thread_num(), nt = omp_get_num_threads();
-        size_t lo = n * (size_t)id / (size_t)nt, hi = n * (size_t)(id + 1) / (size_t)nt;
+    double part[SUMSQ_BLOCKS];
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int k = 0; k < SUMSQ_BLOCKS; k++) {
+        size_t lo = n * (size_t)k / SUMSQ_BLOCKS, hi = n * (size_t)(k + 1) / SUMSQ_BLOCKS;
         double acc[8] = {0};
         size_t i = lo;
         for (; i + 8 <= hi; i += 8)
             for (int j = 0; j < 8; j++) acc[j] += (double)x[i + j] * x[i + j];
         for (; i < hi; i++) acc[0] += (double)x[i] * x[i];
-        for (int j = 0; j < 8; j++) s += acc[j];
+        part[k] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     }
+    double s = 0.0;
+    for (int k = 0; k < SUMSQ_BLOCKS; k++) s += part[k];
     return s;
 }

@@ -52,6 +52,10 @@ static void split_range(int n, int id, int nt, int *lo, int *hi) {
 
 /* logits (B, G) = s a (B, D) @ Bm (G, D)^T, then in-place softmax rows; returns
  * the sum of the B cross-entropies with targets offset + b (double). */
+/* Fixed row blocks for deterministic sums (independent of thread count). */
+#define INFONCE_BLOCKS 64
+static int block_lo(int B, int k) { return (int)((long long)B * k / INFONCE_BLOCKS); }
+
 static double infonce_direction(float *p, const float *a, const float *Bm, float s, int B,
                                 int G, int D, int offset) {
 #pragma omp parallel
@@ -62,23 +66,29 @@ static double infonce_direction(float *p, const float *a, const float *Bm, float
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, hi - lo, D, s, a, D,
                         Bm + (size_t)lo * D, D, 0.0f, p + lo, G);
     }
-    double ce = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : ce)
-    for (int b = 0; b < B; b++) {
-        float *row = p + (size_t)b * G;
-        float mx = -INFINITY;
-        for (int g = 0; g < G; g++) mx = row[g] > mx ? row[g] : mx;
-        float target = row[offset + b];
-        float sum = 0.0f;
-        for (int g = 0; g < G; g++) {
-            float e = expf(row[g] - mx);
-            row[g] = e;
-            sum += e;
+    /* row terms summed in fixed row blocks, then block sums in order: the
+     * loss is bit-identical at any thread count (no OpenMP reduction) */
+    double part[INFONCE_BLOCKS] = {0};
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < INFONCE_BLOCKS; k++) {
+        for (int b = block_lo(B, k); b < block_lo(B, k + 1); b++) {
+            float *row = p + (size_t)b * G;
+            float mx = -INFINITY;
+            for (int g = 0; g < G; g++) mx = row[g] > mx ? row[g] : mx;
+            float target = row[offset + b];
+            float sum = 0.0f;
+            for (int g = 0; g < G; g++) {
+                float e = expf(row[g] - mx);
+                row[g] = e;
+                sum += e;
+            }
+            float inv = 1.0f / sum;
+            for (int g = 0; g < G; g++) row[g] *= inv;
+            part[k] += (double)mx + log((double)sum) - (double)target;
         }
-        float inv = 1.0f / sum;
-        for (int g = 0; g < G; g++) row[g] *= inv;
-        ce += (double)mx + log((double)sum) - (double)target;
     }
+    double ce = 0.0;
+    for (int k = 0; k < INFONCE_BLOCKS; k++) ce += part[k];
     return ce;
 }
 
@@ -148,10 +158,13 @@ static double infonce_direction_backward(float *da, float *dBm, const float *p,
             }
         }
     }
+    double part[INFONCE_BLOCKS] = {0};
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < INFONCE_BLOCKS; blk++)
+        for (int b = block_lo(B, blk); b < block_lo(B, blk + 1); b++)
+            part[blk] += infonce_row_dt(p + (size_t)b * G, a + (size_t)b * D, Bm, s, G, D, offset + b);
     double dt = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : dt)
-    for (int b = 0; b < B; b++)
-        dt += infonce_row_dt(p + (size_t)b * G, a + (size_t)b * D, Bm, s, G, D, offset + b);
+    for (int blk = 0; blk < INFONCE_BLOCKS; blk++) dt += part[blk];
     return dt;
 }
 
