@@ -224,8 +224,11 @@ int main(void) {
     /* one OpenMP thread: the checks do not depend on the thread count, and on
      * the shared 2-core machine 2-thread regions stall under load */
     omp_set_num_threads(1);
-    TEST_CHECK(flip_cpu_has_bf16(), "CPU has AVX512-BF16 (avx512_bf16 in /proc/cpuinfo); bf16 cannot be tested without it");
-    if (!flip_cpu_has_bf16()) return test_finish();
+    if (!flip_cpu_has_bf16()) {
+        /* 77: ctest reports the test as skipped (not passed) on such a CPU */
+        printf("skipped: this CPU has no AVX512-BF16 (avx512_bf16 not in /proc/cpuinfo)\n");
+        return 77;
+    }
     test_linear();
     test_loss_curve();
     return test_finish();
