@@ -307,8 +307,12 @@ static int fill_batch(Loader *l, LoaderBatch *bt, long step, char *msg, size_t m
         uint64_t idx = 0;
         long tries = 0;
         for (;; tries++) {
-            FLIP_CHECK(tries < l->total, "loader: no readable sample in the whole dataset (%ld samples, %d shards); last error: %s",
+            if (tries >= l->total) { /* on the prefetch thread: no FLIP_CHECK here (it cannot MPI_Abort) */
+                seterr(msg, msg_bytes,
+                       "loader: no readable sample in the whole dataset (%ld samples, %d shards); last error: %s",
                        l->total, l->n_shards, err);
+                return -1;
+            }
             idx = l->perm[(pos + tries) % l->total];
             if (read_one(l, bt, b, idx, err, sizeof err) == 0) break;
             if (!l->cfg.skip_bad) {
