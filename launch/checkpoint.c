@@ -126,6 +126,7 @@ void checkpoint_save(const char *path, const FlipModel *m, const CheckpointState
     char tmp[4096];
     FLIP_CHECK(strlen(path) + 5 < sizeof tmp, "checkpoint path too long: %s", path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* a failure is our one line, not an HDF5 error stack */
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     FLIP_CHECK(f >= 0, "cannot create checkpoint %s (is the --logs folder writable?)", tmp);
     attr_str(f, "format", CKPT_FORMAT);
@@ -366,6 +367,7 @@ void checkpoint_set_latest(const char *dir, const char *file_name) {
     unlink(tmp);
     FLIP_CHECK(symlink(file_name, tmp) == 0, "cannot create symlink %s: %s", tmp, strerror(errno));
     FLIP_CHECK(rename(tmp, link) == 0, "cannot rename %s to %s: %s", tmp, link, strerror(errno));
+    fsync_path(dir, 1); /* the new link survives a crash before anything is pruned */
 }
 
 int checkpoint_resolve(const char *resume, const char *dir, char *out, size_t n, char *err, size_t eb) {
@@ -391,22 +393,41 @@ static int cmp_long(const void *a, const void *b) {
     return x < y ? -1 : (x > y);
 }
 
+/* step of a file name "step-%08ld.h5", or -1 */
+static long step_of_name(const char *name) {
+    long s;
+    char tail[8];
+    if (sscanf(name, "step-%ld.h%1s", &s, tail) == 2 && strlen(name) == 16 && strcmp(name + 13, ".h5") == 0) return s;
+    return -1;
+}
+
 void checkpoint_prune(const char *dir, int keep) {
+    /* the step `latest` points to is the one just saved: it is never deleted */
+    char link[4096], target[4096];
+    snprintf(link, sizeof link, "%s/latest", dir);
+    ssize_t len = readlink(link, target, sizeof target - 1);
+    if (len < 0) return; /* nothing known to be current: delete nothing */
+    target[len] = '\0';
+    const char *base = strrchr(target, '/');
+    long current = step_of_name(base ? base + 1 : target);
+    if (current < 0) return;
     DIR *d = opendir(dir);
     if (!d) return;
     long steps[4096];
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL && n < 4096) {
-        long s;
-        char tail[8];
-        if (sscanf(e->d_name, "step-%ld.h%1s", &s, tail) == 2 && strlen(e->d_name) == 16 &&
-            strcmp(e->d_name + 13, ".h5") == 0)
-            steps[n++] = s;
+        long s = step_of_name(e->d_name);
+        if (s >= 0) steps[n++] = s;
     }
     closedir(d);
     qsort(steps, (size_t)n, sizeof(long), cmp_long);
-    for (int i = 0; i < n - keep; i++) {
+    /* steps after the current one belong to an abandoned future (a resume
+     * from an older checkpoint); of the rest the `keep` newest stay */
+    int n_past = 0;
+    while (n_past < n && steps[n_past] <= current) n_past++;
+    for (int i = 0; i < n; i++) {
+        if (steps[i] == current || (i < n_past && i >= n_past - keep)) continue;
         char p[4096];
         checkpoint_path(p, sizeof p, dir, steps[i]);
         if (unlink(p) != 0) flip_warn("cannot delete old checkpoint %s: %s", p, strerror(errno));

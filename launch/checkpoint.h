@@ -51,7 +51,8 @@ void checkpoint_set_latest(const char *dir, const char *file_name);
  * -1 + err if "latest" does not exist. */
 int checkpoint_resolve(const char *resume, const char *dir, char *out, size_t out_bytes, char *err,
                        size_t err_bytes);
-/* Deletes step-*.h5 in dir except the newest `keep`. */
+/* Deletes step-*.h5 in dir after the step `latest` points to (an abandoned
+ * future), then all but the newest `keep` up to it; never `latest`'s file. */
 void checkpoint_prune(const char *dir, int keep);
 /* First differing FlipConfig field as one line into msg ("width 192 != 256"),
  * or NULL when equal. */
