@@ -15,14 +15,21 @@ int main(int argc, char **argv) {
     options_defaults(&o);
     char err[2048];
     int rc = options_parse(&o, OPT_PROG_TRAIN, argc, argv, err, sizeof err);
-    if (rc != 0) {
-        /* every rank parsed the same argv, so every rank is here */
+    /* each rank parsed argv and --config itself (a --config file missing on
+     * one node fails there only): all ranks agree before anyone leaves */
+    int agree[2] = {rc >= 0, rc <= 0}; /* no error anywhere, no --help anywhere */
+    comm_allreduce_min_int(agree, 2);
+    if (!agree[0] || !agree[1]) {
         if (comm_rank() == 0) {
-            if (rc > 0) options_help(OPT_PROG_TRAIN, "flip-train");
-            else fprintf(stderr, "flip-train: %s\n", err);
+            if (!agree[0])
+                fprintf(stderr, "flip-train: %s\n", rc < 0 ? err
+                                : "the flags or the --config file could not be read on another rank "
+                                  "(is the --config file visible on every node?)");
+            else
+                options_help(OPT_PROG_TRAIN, "flip-train");
         }
         comm_finalize();
-        return rc > 0 ? 0 : FLIP_EXIT_USAGE;
+        return !agree[0] ? FLIP_EXIT_USAGE : 0;
     }
     if (o.threads > 0) omp_set_num_threads(o.threads);
     int code = train_run(&o);
