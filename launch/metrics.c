@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -45,6 +46,39 @@ double metrics_peak_gflops(double seconds) {
     flip_free(w);
     flip_free(c);
     return gflops;
+}
+
+/* step of a metrics.jsonl line ({"step":N,...}), or -1 */
+static long line_step(const char *line) {
+    long s;
+    return sscanf(line, "{\"step\":%ld", &s) == 1 ? s : -1;
+}
+
+void metrics_drop_after(const char *run_dir, long step) {
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *in = fopen(path, "r");
+    if (!in) return; /* no log yet */
+    FILE *out = fopen(tmp, "w");
+    FLIP_CHECK(out != NULL, "cannot create %s: %s (is the --logs folder writable?)", tmp, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    long dropped = 0;
+    while (getline(&line, &cap, in) >= 0) {
+        if (line_step(line) > step) {
+            dropped++;
+            continue;
+        }
+        FLIP_CHECK(fputs(line, out) >= 0, "write to %s failed: %s", tmp, strerror(errno));
+    }
+    free(line); /* getline's buffer */
+    fclose(in);
+    FLIP_CHECK(fclose(out) == 0, "write to %s failed: %s", tmp, strerror(errno));
+    FLIP_CHECK(rename(tmp, path) == 0, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    if (dropped)
+        fprintf(stderr, "flip-train: %s: dropped %ld lines after step %ld (those steps are trained again)\n", path,
+                dropped, step);
 }
 
 void metrics_open(Metrics *mt, const char *run_dir, int rank) {

@@ -31,6 +31,10 @@ double metrics_peak_gflops(double seconds);
 /* Opens <run_dir>/metrics.jsonl for appending (rank 0; others get NULL). */
 void metrics_open(Metrics *mt, const char *run_dir, int rank);
 void metrics_close(Metrics *mt);
+/* On resume (rank 0, before metrics_open): removes the lines of
+ * <run_dir>/metrics.jsonl whose step is after `step` (they are trained again),
+ * rewriting the file through a tmp file and rename. No file: nothing to do. */
+void metrics_drop_after(const char *run_dir, long step);
 void metrics_log_step(Metrics *mt, const MetricsRow *r);
 /* Evaluation results as a JSON line {"step":..,"eval":"zeroshot",...} and a
  * human line. `fields` is a preformatted `"k":v,...` list. */

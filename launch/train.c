@@ -157,8 +157,17 @@ typedef struct {
     long adam_step;
     long total;      /* schedule length in steps */
     int bad_in_row;
+    int plan_B, plan_N;  /* the activations' current plan (0: unknown, e.g. after an evaluation) */
     Metrics mt;
 } Train;
+
+/* plans the model's activations for (B, N) unless that is the current plan */
+static void plan_model(Train *t, int B, int N) {
+    if (t->plan_B == B && t->plan_N == N) return;
+    flip_model_plan(&t->m, B, N);
+    t->plan_B = B;
+    t->plan_N = N;
+}
 
 static void save_checkpoint(Train *t, long steps_done) {
     if (t->rank == 0) {
@@ -184,9 +193,42 @@ static void save_checkpoint(Train *t, long steps_done) {
     comm_barrier(); /* the file exists for every rank once this returns */
 }
 
+/* value of "key = value" in a config text (options_format), or "(unset)" */
+static void config_value(const char *text, const char *key, char *out, size_t n) {
+    size_t kl = strlen(key);
+    snprintf(out, n, "(unset)");
+    for (const char *p = text; p && *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+        if (ll > kl + 3 && strncmp(p, key, kl) == 0 && strncmp(p + kl, " = ", 3) == 0) {
+            snprintf(out, n, "%.*s", (int)(ll - kl - 3), p + kl + 3);
+            return;
+        }
+        p = eol ? eol + 1 : NULL;
+    }
+}
+
+/* one warning line per schedule/model flag that differs from the checkpoint's run */
+static void warn_config_changes(const char *prog, const char *path, const char *saved, const char *now) {
+    static const char *const keys[] = {"mask-ratio", "lr", "train-samples", "epochs", "unmasked-tune-samples",
+                                       "model", "width", "depth", "heads", "text-width", "text-depth",
+                                       "text-heads", "embed-dim", "patch-size", "image-size", "channels",
+                                       "context", "vocab-size"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char a[512], b[512];
+        config_value(saved, keys[i], a, sizeof a);
+        config_value(now, keys[i], b, sizeof b);
+        if (strcmp(a, b) != 0)
+            fprintf(stderr, "%s: warning: --%s is %s, %s was written with %s (resuming anyway)\n", prog, keys[i], b,
+                    path, a);
+    }
+}
+
 static void run_evals(Train *t, long step, int N_train) {
     const Options *o = t->o;
     char err[2048];
+    if (!o->zeroshot_data[0] && !o->val_data[0]) return; /* nothing to evaluate: the plan stays */
+    t->plan_B = t->plan_N = 0; /* the evaluations plan the model for their own batches */
     if (o->zeroshot_data[0]) {
         ZeroShotResult zr;
         if (eval_zeroshot(&t->m, o->zeroshot_data, o->classnames, o->templates, o->vocab, o->eval_batch_size, &zr,
@@ -228,7 +270,7 @@ static void run_evals(Train *t, long step, int N_train) {
             say("flip-train", "validation loss evaluation skipped: %s", err);
         }
     }
-    flip_model_plan(&t->m, t->B, N_train);
+    plan_model(t, t->B, N_train);
 }
 
 static void dump_params(const FlipModel *m, const char *path) {
@@ -385,6 +427,7 @@ int train_run(const Options *o) {
                 if (budgeted && st.total_steps > 0 && st.total_steps < provisional) total = st.total_steps;
                 t->adam_step = st.adam_step;
                 t->bad_in_row = st.bad_in_row;
+                if (t->rank == 0) warn_config_changes(P, path, st.config, t->config_text);
                 if (st.world_size != t->world)
                     say(P, "note: %s was written by %d ranks, resuming on %d (equal up to float summation order, "
                            "not bit for bit)", path, st.world_size, t->world);
@@ -404,7 +447,7 @@ int train_run(const Options *o) {
 
     /* ---- step buffers (setup: the step itself never allocates) */
     int N_cur = start >= total - tune ? Np : N_mask;
-    flip_model_plan(m, t->B, N_cur);
+    plan_model(t, t->B, N_cur);
     GradBuckets *gb = comm_buckets_init(m->grads, m->tensors, m->n_tensors, o->bucket_mb);
     float *U = flip_malloc(sizeof(float) * (size_t)t->G * D, "gathered image embeddings");
     float *V = flip_malloc(sizeof(float) * (size_t)t->G * D, "gathered text embeddings");
@@ -432,6 +475,7 @@ int train_run(const Options *o) {
         peak = p / t->world;
     }
     double iso = t->world > 1 ? comm_buckets_measure_isolated(gb, 3) : 0.0;
+    if (o->resume[0] && t->rank == 0) metrics_drop_after(t->run_dir, start); /* those steps are re-run */
     metrics_open(&t->mt, t->run_dir, t->rank);
     if (t->rank == 0) {
         char len[64];
@@ -473,7 +517,7 @@ int train_run(const Options *o) {
         int N = step >= total - tune ? Np : N_mask;
         if (N != N_cur) {
             say(P, "step %ld: unmasked tuning (mask 0) for the last %ld steps", step, total - step);
-            flip_model_plan(m, t->B, N);
+            plan_model(t, t->B, N);
             N_cur = N;
         }
         const LoaderBatch *bt = loader_next(ld);
@@ -505,7 +549,10 @@ int train_run(const Options *o) {
         comm_buckets_wait(gb);
         double l = loss;
         comm_allreduce_sum_f64(&l, 1);
-        double gnorm = flip_model_grad_norm(m); /* of the summed gradient: equal on every rank */
+        /* of the summed gradient; rank 0's value decides on every rank, so the
+         * skip and the clip factor cannot differ in the last bits between ranks */
+        double gnorm = flip_model_grad_norm(m);
+        comm_bcast(&gnorm, sizeof gnorm, 0);
         GradBucketStats bs = comm_buckets_stats(gb);
         win_wait += bs.last_wait_seconds;
         wait_total += bs.last_wait_seconds;
