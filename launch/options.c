@@ -100,7 +100,11 @@ void options_defaults(Options *o) {
     o->wd = 0.2;
     o->beta1 = 0.9;
     o->beta2 = 0.95; /* FLIP (arXiv 2212.00794) Table 9: AdamW beta2 0.95 */
-    o->eps = 1e-8;
+    /* 1e-6 (OpenCLIP), not 1e-8: parameters whose exact gradient is zero (the
+     * attention key bias: softmax is shift-invariant) carry float noise ~1e-9
+     * that eps 1e-8 would turn into lr-sized random updates, differing across
+     * rank counts and breaking the invariance contract (DESIGN §3). */
+    o->eps = 1e-6;
     o->warmup = 0;
     snprintf(o->lr_scheduler, sizeof o->lr_scheduler, "cosine");
     o->max_bad_steps = 5;
