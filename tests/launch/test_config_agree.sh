@@ -4,17 +4,7 @@
 # (none waits in a collective), rank 0 prints exactly one line; for flip-train
 # and flip-eval, with the bad file on rank 1 and on rank 0.
 set -u
-: "${FLIP_BUILD_DIR:?set by ctest}" "${MPIEXEC:=mpirun}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-supp=${FLIP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/comm/lsan_mpi.supp
-export OMPI_MCA_mca_base_component_disable_dlclose=1 LSAN_OPTIONS="suppressions=$supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-B=$FLIP_BUILD_DIR
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*" >&2; fail=1; }
+. "$(dirname "$0")/../lib.sh"
 echo "skip-bad = 1" > "$tmp/good.cfg" # a key both programs take
 run() { # prog cfg-rank0 cfg-rank1 extra...
   local prog=$1 c0=$2 c1=$3; shift 3

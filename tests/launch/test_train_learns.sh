@@ -10,18 +10,7 @@
 #   - run outputs: config.txt (re-readable by --config), metrics.jsonl with
 #     one line per logged step and the eval line, a checkpoint + latest.
 set -u
-: "${FLIP_BUILD_DIR:?set by ctest}" "${MPIEXEC:=mpirun}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-# the FLIP_SANITIZE build: Open MPI's own allocations are not leaks of ours
-supp=${FLIP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/comm/lsan_mpi.supp
-export OMPI_MCA_mca_base_component_disable_dlclose=1 LSAN_OPTIONS="suppressions=$supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-B=$FLIP_BUILD_DIR
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*" >&2; fail=1; }
+. "$(dirname "$0")/../lib.sh"
 mkdir -p "$tmp/d"
 "$B/tests/launch_prog_make_shards" "$tmp/d" 1 160 8 3 8 >/dev/null || { echo "FAIL: making shards" >&2; exit 1; }
 run=$tmp/logs/learn

@@ -12,16 +12,7 @@
 #     (flip_config_check), exit 2.
 set -u
 : "${FLIP_BUILD_DIR:?set by ctest}" "${FLIP_SOURCE_DIR:?set by ctest}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-supp=$FLIP_SOURCE_DIR/tests/comm/lsan_mpi.supp
-export OMPI_MCA_mca_base_component_disable_dlclose=1 LSAN_OPTIONS="suppressions=$supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-B=$FLIP_BUILD_DIR
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*" >&2; fail=1; }
+. "$(dirname "$0")/../lib.sh"
 mkdir -p "$tmp/d"
 "$B/tests/launch_prog_make_shards" "$tmp/d" 1 32 8 3 8 >/dev/null || { echo "FAIL: making shards" >&2; exit 1; }
 base=(--train-data "$tmp/d" --global-batch-size 16 --train-samples 32 --peak-gflops 10 --log-every 1 --logs "$tmp/logs")
