@@ -11,6 +11,9 @@
  * forward computes pre = inp W^T + b (one matmul) and out = GELU(pre) with
  * oneDNN's vectorised eltwise primitive; backward dpre = GELU'(pre) * dout
  * (eltwise backward into scratch), then linear_backward.
+ * linear_gelu_activation: out = GELU(pre) alone, the exact function forward
+ * uses, so the model can drop `out` after forward and recompute it bit for bit
+ * in backward (activation memory).
  * Reference twins: plain loops with double accumulation.
  */
 #include <math.h>
@@ -143,12 +146,16 @@ void linear_backward_ref(float *dinp, float *dweight, float *dbias,
 }
 
 /* ---- linear + GELU ---- */
+void linear_gelu_activation(float *out, const float *pre, size_t n) {
+    FLIP_PROF_BEGIN(FLIP_PROF_GELU);
+    flip_gelu_forward_dnnl(out, pre, n);
+    FLIP_PROF_END();
+}
+
 void linear_gelu_forward(float *out, float *pre, const float *inp, const float *weight,
                          const float *bias, int M, int IC, int OC) {
     linear_forward(pre, inp, weight, bias, M, IC, OC);
-    FLIP_PROF_BEGIN(FLIP_PROF_GELU);
-    flip_gelu_forward_dnnl(out, pre, (size_t)M * OC);
-    FLIP_PROF_END();
+    linear_gelu_activation(out, pre, (size_t)M * OC);
 }
 
 void linear_gelu_backward(float *dinp, float *dweight, float *dbias, float *scratch,
@@ -165,14 +172,17 @@ void linear_gelu_backward(float *dinp, float *dweight, float *dbias, float *scra
 static const double INV_SQRT2 = 0.70710678118654752440;
 static const double INV_SQRT_2PI = 0.39894228040143267794;
 
-void linear_gelu_forward_ref(float *out, float *pre, const float *inp, const float *weight,
-                             const float *bias, int M, int IC, int OC) {
-    linear_forward_ref(pre, inp, weight, bias, M, IC, OC);
-    size_t n = (size_t)M * OC;
+void linear_gelu_activation_ref(float *out, const float *pre, size_t n) {
     for (size_t i = 0; i < n; i++) {
         double x = pre[i];
         out[i] = (float)(0.5 * x * (1.0 + erf(x * INV_SQRT2)));
     }
+}
+
+void linear_gelu_forward_ref(float *out, float *pre, const float *inp, const float *weight,
+                             const float *bias, int M, int IC, int OC) {
+    linear_forward_ref(pre, inp, weight, bias, M, IC, OC);
+    linear_gelu_activation_ref(out, pre, (size_t)M * OC);
 }
 
 void linear_gelu_backward_ref(float *dinp, float *dweight, float *dbias, float *scratch,

@@ -10,9 +10,14 @@
  * Text tower: token + position embedding -> blocks with a key padding mask
  *   (lens) -> LN -> mean over the valid tokens -> proj (no bias) -> L2 norm.
  *
- * Backward runs in exact reverse and never recomputes: forward saves every
- * LN input/mean/rstd, qkv, attention probabilities, attention output, fc1
- * pre-activation and GELU output in the activation arena. Residual adds are
+ * Backward runs in exact reverse. Forward saves per block the LN inputs and
+ * their mean/rstd, qkv, the attention probabilities, the attention output and
+ * the fc1 pre-activation; the two LN outputs and the GELU output (6 of the 16
+ * floats per token and channel a block would otherwise keep) are written to
+ * tower-shared scratch and recomputed in backward, bit for bit, by the same op
+ * calls right before the matmul that needs them (one LN forward per LN and one
+ * GELU per block: about 2 % of a step for 37 % less activation memory; the
+ * numbers are in benchmarks/RESULTS.md). Residual adds are
  * folded into backward by accumulation: the residual-stream gradient buffer
  * `dres` receives += from each LayerNorm backward (da += dout, db += dout).
  * Gradient readiness is reported per weight+bias group in reverse arena order
@@ -53,6 +58,7 @@ typedef struct {
                             int, int);
     void (*linear_gelu_bwd)(float *, float *, float *, float *, const float *, const float *,
                             const float *, const float *, int, int, int);
+    void (*gelu_act)(float *, const float *, size_t);
     void (*ln_fwd)(float *, float *, float *, const float *, const float *, const float *, int,
                    int);
     void (*ln_bwd)(float *, float *, float *, const float *, const float *, const float *,
@@ -79,6 +85,7 @@ typedef struct {
 static const Ops OPS_FAST = {
     .linear_fwd = linear_forward,           .linear_bwd = linear_backward,
     .linear_gelu_fwd = linear_gelu_forward, .linear_gelu_bwd = linear_gelu_backward,
+    .gelu_act = linear_gelu_activation,
     .ln_fwd = layernorm_forward,            .ln_bwd = layernorm_backward,
     .attn_fwd = attention_forward,          .attn_bwd = attention_backward,
     .res_fwd = residual_forward,            .pool_fwd = meanpool_forward,
@@ -90,6 +97,7 @@ static const Ops OPS_FAST = {
 static const Ops OPS_REF = {
     .linear_fwd = linear_forward_ref,           .linear_bwd = linear_backward_ref,
     .linear_gelu_fwd = linear_gelu_forward_ref, .linear_gelu_bwd = linear_gelu_backward_ref,
+    .gelu_act = linear_gelu_activation_ref,
     .ln_fwd = layernorm_forward_ref,            .ln_bwd = layernorm_backward_ref,
     .attn_fwd = attention_forward_ref,          .attn_bwd = attention_backward_ref,
     .res_fwd = residual_forward_ref,            .pool_fwd = meanpool_forward_ref,
@@ -287,14 +295,13 @@ double flip_model_grad_norm(const FlipModel *m) { return sqrt(sumsq(m->grads, m-
 /* ------------------------------------------------------- activations */
 
 typedef struct {
-    float *ln1, *ln1_mean, *ln1_rstd; /* (M, C), (M), (M) */
+    float *ln1_mean, *ln1_rstd;       /* (M), (M); LN1 output recomputed */
     float *qkv;                       /* (M, 3C) */
     float *att;                       /* (B, H, T, T) softmax probabilities */
     float *atty;                      /* (M, C) attention output, input of proj */
     float *x1;                        /* (M, C) after the attention residual */
-    float *ln2, *ln2_mean, *ln2_rstd; /* (M, C), (M), (M) */
-    float *pre;                       /* (M, hidden) fc1 pre-activation */
-    float *h;                         /* (M, hidden) GELU output */
+    float *ln2_mean, *ln2_rstd;       /* (M), (M); LN2 output recomputed */
+    float *pre;                       /* (M, hidden) fc1 pre-activation; GELU recomputed */
     float *x2;                        /* (M, C) block output */
 } BlockActs;
 
@@ -320,6 +327,9 @@ struct FlipActs {
     float *dimg, *dtxt; /* (B, D) the caller's d loss / d embeddings (model->dimg_emb, dtxt_emb) */
     /* forward temporary and backward scratch, sized for the larger tower */
     float *tmp;       /* (M, C) proj / fc2 output before its residual add */
+    float *ln;        /* (M, C) a block's LN1 / LN2 output (forward; recomputed in backward) */
+    float *h;         /* (M, hidden) a block's GELU output; the same memory as dpre: backward
+                         reads h (fc2's dweight) before linear_gelu backward writes dpre */
     float *dres;      /* (M, C) residual-stream gradient */
     float *dln;       /* (M, C) gradient at a LayerNorm output */
     float *datty;     /* (M, C) */
@@ -341,18 +351,15 @@ static void tower_layout(TowerActs *ta, Arena *a, const Tower *tw, int B, int T,
     ta->x0 = arena_floats(a, M * C);
     for (int l = 0; l < tw->L; l++) {
         BlockActs *b = &ta->blocks[l];
-        b->ln1 = arena_floats(a, M * C);
         b->ln1_mean = arena_floats(a, M);
         b->ln1_rstd = arena_floats(a, M);
         b->qkv = arena_floats(a, M * 3 * C);
         b->att = arena_floats(a, (size_t)B * (size_t)tw->H * (size_t)T * (size_t)T);
         b->atty = arena_floats(a, M * C);
         b->x1 = arena_floats(a, M * C);
-        b->ln2 = arena_floats(a, M * C);
         b->ln2_mean = arena_floats(a, M);
         b->ln2_rstd = arena_floats(a, M);
         b->pre = arena_floats(a, M * hid);
-        b->h = arena_floats(a, M * hid);
         b->x2 = arena_floats(a, M * C);
     }
     ta->lnf = arena_floats(a, M * C);
@@ -385,12 +392,14 @@ static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N
     size_t ATT = max_sz((size_t)B * (size_t)tv.H * (size_t)N * (size_t)N,
                         (size_t)B * (size_t)tt.H * (size_t)T * (size_t)T);
     A->tmp = arena_floats(a, MC);
+    A->ln = arena_floats(a, MC);
     A->dres = arena_floats(a, MC);
     A->dln = arena_floats(a, MC);
     A->datty = arena_floats(a, MC);
     A->dqkv = arena_floats(a, 3 * MC);
     A->dh = arena_floats(a, MH);
     A->dpre = arena_floats(a, MH);
+    A->h = A->dpre;
     A->datt = arena_floats(a, ATT);
     A->dpooled = arena_floats(a, (size_t)B * max_sz((size_t)tv.C, (size_t)tt.C));
     A->dfeat = arena_floats(a, (size_t)B * (size_t)D);
@@ -445,17 +454,18 @@ static void block_forward(FlipModel *m, const Ops *o, const Tower *tw, int l, Bl
                           const float *x, const int *lens, int B, int T) {
     int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
     float *tmp = m->acts->tmp; /* (M, C) */
-    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(b->ln1, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W), PARAM(m, k + BLK_LN1_B),
+    float *ln = m->acts->ln, *h = m->acts->h;
+    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(ln, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W), PARAM(m, k + BLK_LN1_B),
               M, C));
-    PROF(FLIP_PROF_MATMUL, o->linear_fwd(b->qkv, b->ln1, PARAM(m, k + BLK_QKV_W), PARAM(m, k + BLK_QKV_B), M, C, 3 * C));
+    PROF(FLIP_PROF_MATMUL, o->linear_fwd(b->qkv, ln, PARAM(m, k + BLK_QKV_W), PARAM(m, k + BLK_QKV_B), M, C, 3 * C));
     PROF(FLIP_PROF_ATTENTION, o->attn_fwd(b->atty, b->att, b->qkv, lens, B, T, C, tw->H));
     PROF(FLIP_PROF_MATMUL, o->linear_fwd(tmp, b->atty, PARAM(m, k + BLK_PROJ_W), PARAM(m, k + BLK_PROJ_B), M, C, C));
     PROF(FLIP_PROF_EMBED, o->res_fwd(b->x1, x, tmp, (size_t)M * (size_t)C));
-    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(b->ln2, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
+    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(ln, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
               PARAM(m, k + BLK_LN2_B), M, C));
-    PROF(FLIP_PROF_MATMUL, o->linear_gelu_fwd(b->h, b->pre, b->ln2, PARAM(m, k + BLK_FC1_W), PARAM(m, k + BLK_FC1_B), M,
+    PROF(FLIP_PROF_MATMUL, o->linear_gelu_fwd(h, b->pre, ln, PARAM(m, k + BLK_FC1_W), PARAM(m, k + BLK_FC1_B), M,
                        C, hid));
-    PROF(FLIP_PROF_MATMUL, o->linear_fwd(tmp, b->h, PARAM(m, k + BLK_FC2_W), PARAM(m, k + BLK_FC2_B), M, hid, C));
+    PROF(FLIP_PROF_MATMUL, o->linear_fwd(tmp, h, PARAM(m, k + BLK_FC2_W), PARAM(m, k + BLK_FC2_B), M, hid, C));
     PROF(FLIP_PROF_EMBED, o->res_fwd(b->x2, b->x1, tmp, (size_t)M * (size_t)C));
 }
 
@@ -564,13 +574,17 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
     int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
     size_t MC = (size_t)M * (size_t)C;
     /* x2 = x1 + fc2(h): d fc2 out = dres; dx1 = dres (kept in place) */
+    o->gelu_act(A->h, b->pre, (size_t)M * (size_t)hid); /* recompute h (times itself as gelu) */
     zero(A->dh, (size_t)M * (size_t)hid);
-    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dh, GRAD(m, k + BLK_FC2_W), GRAD(m, k + BLK_FC2_B), A->dres, b->h,
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dh, GRAD(m, k + BLK_FC2_W), GRAD(m, k + BLK_FC2_B), A->dres, A->h,
                   PARAM(m, k + BLK_FC2_W), M, hid, C));
     report(m, r, k + BLK_FC2_W, k + BLK_FC2_B);
+    /* recompute LN2's output (mean/rstd are rewritten with the same values) */
+    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(A->ln, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
+              PARAM(m, k + BLK_LN2_B), M, C));
     zero(A->dln, MC);
     PROF(FLIP_PROF_MATMUL, o->linear_gelu_bwd(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre, A->dh,
-                       b->pre, b->ln2, PARAM(m, k + BLK_FC1_W), M, C, hid));
+                       b->pre, A->ln, PARAM(m, k + BLK_FC1_W), M, C, hid));
     report(m, r, k + BLK_FC1_W, k + BLK_FC1_B);
     PROF(FLIP_PROF_LAYERNORM, o->ln_bwd(A->dres, GRAD(m, k + BLK_LN2_W), GRAD(m, k + BLK_LN2_B), A->dln, b->x1, b->ln2_mean,
               b->ln2_rstd, PARAM(m, k + BLK_LN2_W), M, C));
@@ -582,8 +596,11 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
     report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
     zero(A->dqkv, 3 * MC);
     PROF(FLIP_PROF_ATTENTION, o->attn_bwd(A->dqkv, A->datt, A->datty, b->qkv, b->att, lens, B, T, C, tw->H));
+    /* recompute LN1's output */
+    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(A->ln, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W),
+              PARAM(m, k + BLK_LN1_B), M, C));
     zero(A->dln, MC);
-    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv, b->ln1,
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv, A->ln,
                   PARAM(m, k + BLK_QKV_W), M, C, 3 * C));
     report(m, r, k + BLK_QKV_W, k + BLK_QKV_B);
     PROF(FLIP_PROF_LAYERNORM, o->ln_bwd(A->dres, GRAD(m, k + BLK_LN1_W), GRAD(m, k + BLK_LN1_B), A->dln, x, b->ln1_mean,

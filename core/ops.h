@@ -43,6 +43,10 @@ void linear_gelu_forward_ref(float *out, float *pre, const float *inp, const flo
 void linear_gelu_backward_ref(float *dinp, float *dweight, float *dbias, float *scratch,
                               const float *dout, const float *pre, const float *inp,
                               const float *weight, int M, int IC, int OC);
+/* out (n) = GELU(pre): the activation step of linear_gelu_forward (resp. _ref)
+ * alone, bit-identical to it, for recomputing out in backward. */
+void linear_gelu_activation(float *out, const float *pre, size_t n);
+void linear_gelu_activation_ref(float *out, const float *pre, size_t n);
 
 /* ---- layernorm.c: per row of C, eps 1e-6; saves mean (M) and rstd (M) */
 #define FLIP_LN_EPS 1e-6f
