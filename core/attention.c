@@ -27,6 +27,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "common.h"
 #include "dnnl_util.h"
 #include "ops.h"
@@ -119,35 +121,298 @@ static void sgemm(char ta, char tb, int m, int n, int k, float alpha, const floa
                           Cm, (dnnl_dim_t)ldc));
 }
 
+/* ---- AVX-512 path ---- */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ATT_HAVE_AVX512 1
+#include <immintrin.h>
+
+#define ATT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+#define ATT_INLINE static inline __attribute__((always_inline))
+#define ATT_MR 4            /* rows of a register tile */
+#define ATT_NR 4            /* 16-float vectors per tile row */
+#define ATT_MAX_T 256       /* largest T the kernel takes */
+#define ATT_KT_FLOATS 16384 /* transposed k / v: hd x Lp floats, 64 KiB on the stack */
+
+/* exp_neg above, 16 lanes: same reduction and polynomial (with FMA), 2^n by scalef */
+ATT_AVX512 ATT_INLINE __m512 exp_neg_ps(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* lanes l of the 16-float vector starting at column j0 with j0 + l < n */
+ATT_INLINE __mmask16 lanes_below(int j0, int n) {
+    int k = n - j0;
+    return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1u);
+}
+
+/* One register tile: O[r][16c + l] (= or +=) sum_{k<K} A[r*sr + k*sk] * Bm[k*ldb + 16c + l]
+ * for r < R, c < NC (R, NC compile-time after inlining). A is read by scalar
+ * broadcasts with any strides (rows of P, or columns of P for P^T), Bm by
+ * rows of 16-float vectors. */
+ATT_AVX512 ATT_INLINE void tile(float *O, size_t ldo, const float *A, size_t sr, size_t sk,
+                                const float *Bm, size_t ldb, int K, const int R, const int NC,
+                                int add) {
+    __m512 acc[ATT_MR][ATT_NR];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        const float *b = Bm + (size_t)k * ldb;
+        const float *a = A + (size_t)k * sk;
+        __m512 bv[ATT_NR];
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) bv[c] = _mm512_loadu_ps(b + 16 * c);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m512 av = _mm512_set1_ps(a[(size_t)r * sr]);
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(av, bv[c], acc[r][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) {
+            float *o = O + (size_t)r * ldo + 16 * c;
+            _mm512_storeu_ps(o, add ? _mm512_add_ps(_mm512_loadu_ps(o), acc[r][c]) : acc[r][c]);
+        }
+}
+
+/* O (M, 16 n16) (= or +=) A (M, K) Bm (K, 16 n16), A by strides (sr, sk), in tiles */
+ATT_AVX512 static void tiles(float *O, size_t ldo, const float *A, size_t sr, size_t sk,
+                             const float *Bm, size_t ldb, int K, int M, int n16, int add) {
+    for (int r0 = 0; r0 < M; r0 += ATT_MR) {
+        int R = M - r0 < ATT_MR ? M - r0 : ATT_MR;
+        for (int c0 = 0; c0 < n16; c0 += ATT_NR) {
+            int NC = n16 - c0 < ATT_NR ? n16 - c0 : ATT_NR;
+            float *o = O + (size_t)r0 * ldo + 16 * (size_t)c0;
+            const float *a = A + (size_t)r0 * sr;
+            const float *b = Bm + 16 * (size_t)c0;
+#define ATT_TILE(r, c) case (r) * 8 + (c): tile(o, ldo, a, sr, sk, b, ldb, K, r, c, add); break
+            switch (R * 8 + NC) {
+                ATT_TILE(1, 1); ATT_TILE(1, 2); ATT_TILE(1, 3); ATT_TILE(1, 4);
+                ATT_TILE(2, 1); ATT_TILE(2, 2); ATT_TILE(2, 3); ATT_TILE(2, 4);
+                ATT_TILE(3, 1); ATT_TILE(3, 2); ATT_TILE(3, 3); ATT_TILE(3, 4);
+                ATT_TILE(4, 1); ATT_TILE(4, 2); ATT_TILE(4, 3); ATT_TILE(4, 4);
+                default: FLIP_FATAL("attention: bad register tile %dx%d", R, NC);
+            }
+#undef ATT_TILE
+        }
+    }
+}
+
+/* dst rows t < 16 (stride ldd) = alpha src[:n][t] for the 16 x 16 block src
+ * (rows i < n, stride lds; rows n..15 read as zero): unpack / shuffle /
+ * 128-bit-lane shuffle network, 64 shuffles per 256 floats */
+ATT_AVX512 static void transpose16(float *dst, size_t ldd, const float *src, size_t lds, int n,
+                                   __m512 alpha) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = i < n ? _mm512_mul_ps(alpha, _mm512_loadu_ps(src + (size_t)i * lds)) : _mm512_setzero_ps();
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 16; i += 8)
+        for (int u = 0; u < 4; u++) {
+            t[i + u] = _mm512_shuffle_f32x4(r[i + u], r[i + u + 4], 0x88);
+            t[i + u + 4] = _mm512_shuffle_f32x4(r[i + u], r[i + u + 4], 0xDD);
+        }
+    for (int u = 0; u < 8; u++) {
+        r[u] = _mm512_shuffle_f32x4(t[u], t[u + 8], 0x88);
+        r[u + 8] = _mm512_shuffle_f32x4(t[u], t[u + 8], 0xDD);
+    }
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (size_t)i * ldd, r[i]);
+}
+
+/* xT (hd, Lp) = alpha x[:L]^T for x (L, hd) with row stride ld, hd % 16 == 0;
+ * columns L..Lp zero */
+ATT_AVX512 static void transpose_rows(float *xT, const float *x, size_t ld, int L, int Lp, int hd,
+                                      float alpha) {
+    __m512 va = _mm512_set1_ps(alpha);
+    for (int j0 = 0; j0 < Lp; j0 += 16) {
+        int n = L - j0 < 16 ? L - j0 : 16;
+        for (int d0 = 0; d0 < hd; d0 += 16)
+            transpose16(xT + (size_t)d0 * Lp + j0, (size_t)Lp, x + (size_t)j0 * ld + d0, ld, n, va);
+    }
+}
+
+static int att_fast_ok(int T, int hd) {
+    int Tp = (T + 15) / 16 * 16;
+    return hd % 16 == 0 && T <= ATT_MAX_T && (size_t)hd * Tp <= ATT_KT_FLOATS &&
+           __builtin_cpu_supports("avx512f");
+}
+
+/* Prefetch into L2 the `rows` rows (n floats each, row stride ld) of the next
+ * (b, h) block while this one computes: the heads' columns are 256-byte pieces
+ * of 3C-float rows, a pattern the hardware prefetchers miss, so without this
+ * the kernel waits on memory whenever qkv is not in L2 (measured 2-3x slower
+ * at B = 256, T = 16). rw: 1 for rows about to be written. */
+static inline void prefetch_rows(const float *p, size_t ld, int rows, int n, int rw) {
+    for (int r = 0; r < rows; r++) {
+        const float *row = p + (size_t)r * ld;
+        for (int o = 0; o < n; o += 16) {
+            if (rw) __builtin_prefetch(row + o, 1, 2);
+            else __builtin_prefetch(row + o, 0, 2);
+        }
+        if (rw) __builtin_prefetch(row + n - 1, 1, 2);
+        else __builtin_prefetch(row + n - 1, 0, 2);
+    }
+}
+
+/* OpenMP chunk of (b, h) blocks: long enough that prefetching the next block
+ * pays, short enough for dynamic balance (~8 chunks per thread). Results do
+ * not depend on it: each block is computed by one thread in a fixed order. */
+static int att_chunk(int n_blocks) {
+    int ch = n_blocks / (8 * omp_get_max_threads());
+    return ch < 1 ? 1 : ch > 64 ? 64 : ch;
+}
+
+/* forward of one (b, h): q, k, v (T, hd) with row stride C3, P (T, T), o (T, hd) row stride C */
+ATT_AVX512 static void fwd_block(float *o, size_t C, float *P, const float *q, const float *k,
+                                 const float *v, size_t C3, int T, int L, int hd, float scale) {
+    float kT[ATT_KT_FLOATS] __attribute__((aligned(64)));
+    float Sb[ATT_MR * ATT_MAX_T] __attribute__((aligned(64)));
+    int Lp = (L + 15) / 16 * 16, nL = Lp / 16;
+    transpose_rows(kT, k, C3, L, Lp, hd, scale);
+    for (int i0 = 0; i0 < T; i0 += ATT_MR) {
+        int R = T - i0 < ATT_MR ? T - i0 : ATT_MR;
+        /* S rows i0.. (R, Lp) = (s q) k^T, zero columns beyond L */
+        tiles(Sb, Lp, q + (size_t)i0 * C3, C3, 1, kT, Lp, hd, R, nL, 0);
+        for (int r = 0; r < R; r++) {
+            float *s = Sb + (size_t)r * Lp;
+            float *p = P + (size_t)(i0 + r) * T;
+            __m512 mx = _mm512_set1_ps(-FLT_MAX);
+            for (int c = 0; c < nL; c++)
+                mx = _mm512_mask_max_ps(mx, lanes_below(16 * c, L), mx, _mm512_load_ps(s + 16 * c));
+            __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+            __m512 sum = _mm512_setzero_ps();
+            for (int c = 0; c < nL; c++) {
+                __m512 e = _mm512_maskz_mov_ps(lanes_below(16 * c, L),
+                                               exp_neg_ps(_mm512_sub_ps(_mm512_load_ps(s + 16 * c), m)));
+                sum = _mm512_add_ps(sum, e);
+                _mm512_store_ps(s + 16 * c, e);
+            }
+            __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+            for (int c = 0; c < nL; c++)
+                _mm512_mask_storeu_ps(p + 16 * c, lanes_below(16 * c, T),
+                                      _mm512_mul_ps(_mm512_load_ps(s + 16 * c), inv));
+            for (int j = Lp; j < T; j++) p[j] = 0.0f;
+        }
+        /* out rows i0.. = P[:, :L] v[:L] */
+        tiles(o + (size_t)i0 * C, C, P + (size_t)i0 * T, (size_t)T, 1, v, C3, L, R, hd / 16, 0);
+    }
+}
+
+/* backward of one (b, h): dq, dk, dv (T, hd) row stride C3 (+=), g = dout (T, hd)
+ * row stride C, P (T, T) saved by forward, dS (T, T) scratch */
+ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, float *dS, const float *g, size_t C,
+                                 const float *P, const float *q, const float *k, const float *v,
+                                 size_t C3, int T, int L, int hd, float scale) {
+    float vT[ATT_KT_FLOATS] __attribute__((aligned(64)));
+    float Sb[ATT_MR * ATT_MAX_T] __attribute__((aligned(64)));
+    int Lp = (L + 15) / 16 * 16, nL = Lp / 16;
+    transpose_rows(vT, v, C3, L, Lp, hd, 1.0f);
+    __m512 vs = _mm512_set1_ps(scale);
+    for (int i0 = 0; i0 < T; i0 += ATT_MR) {
+        int R = T - i0 < ATT_MR ? T - i0 : ATT_MR;
+        /* dP rows i0.. (R, Lp) = dout v^T */
+        tiles(Sb, Lp, g + (size_t)i0 * C, C, 1, vT, Lp, hd, R, nL, 0);
+        /* s dS = s P * (dP - rowsum(dP * P)) on the first L columns */
+        for (int r = 0; r < R; r++) {
+            const float *dp = Sb + (size_t)r * Lp;
+            const float *p = P + (size_t)(i0 + r) * T;
+            float *ds = dS + (size_t)(i0 + r) * T;
+            __m512 dot = _mm512_setzero_ps();
+            for (int c = 0; c < nL; c++)
+                dot = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes_below(16 * c, L), p + 16 * c),
+                                      _mm512_load_ps(dp + 16 * c), dot);
+            __m512 rs = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+            for (int c = 0; c < nL; c++) {
+                __mmask16 mk = lanes_below(16 * c, L);
+                __m512 pv = _mm512_maskz_loadu_ps(mk, p + 16 * c);
+                __m512 d = _mm512_mul_ps(_mm512_mul_ps(pv, vs), _mm512_sub_ps(_mm512_load_ps(dp + 16 * c), rs));
+                _mm512_mask_storeu_ps(ds + 16 * c, mk, d);
+            }
+        }
+        /* dQ rows i0.. += (s dS)[:, :L] k[:L] */
+        tiles(dq + (size_t)i0 * C3, C3, dS + (size_t)i0 * T, (size_t)T, 1, k, C3, L, R, hd / 16, 1);
+    }
+    /* dV[:L] += P[:, :L]^T dout ; dK[:L] += (s dS)[:, :L]^T q */
+    tiles(dv, C3, P, 1, (size_t)T, g, C, T, L, hd / 16, 1);
+    tiles(dk, C3, dS, 1, (size_t)T, q, C3, T, L, hd / 16, 1);
+}
+#endif
+
 void attention_forward(float *out, float *att, const float *qkv, const int *lens,
                        int B, int T, int C, int H) {
     check_dims("attention_forward", lens, B, T, C, H);
-    int hd = C / H;
+    int hd = C / H, n_bh = B * H;
     size_t C3 = 3 * (size_t)C;
     float scale = (float)(1.0 / sqrt((double)hd));
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int bh = 0; bh < B * H; bh++) {
+#ifdef ATT_HAVE_AVX512
+    int fast = att_fast_ok(T, hd);
+#endif
+    int ch = att_chunk(n_bh);
+#pragma omp parallel for schedule(dynamic, ch)
+    for (int bh = 0; bh < n_bh; bh++) {
         int b = bh / H, h = bh % H;
         int L = lens ? lens[b] : T;
         const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hd; /* (T, hd), row stride 3C */
         const float *k = q + C, *v = q + 2 * (size_t)C;
         float *P = att + (size_t)bh * T * T;                       /* (T, T) */
+        float *o = out + (size_t)b * T * C + (size_t)h * hd;        /* (T, hd), row stride C */
+        if ((bh + 1) % ch != 0 && bh + 1 < n_bh) { /* next block of this chunk */
+            int b1 = (bh + 1) / H, h1 = (bh + 1) % H;
+            const float *q1 = qkv + (size_t)b1 * T * C3 + (size_t)h1 * hd;
+            for (int part = 0; part < 3; part++) prefetch_rows(q1 + (size_t)part * C, C3, T, hd, 0);
+            prefetch_rows(out + (size_t)b1 * T * C + (size_t)h1 * hd, C, T, hd, 1);
+            prefetch_rows(P + (size_t)T * T, T, T, T, 1);
+        }
+#ifdef ATT_HAVE_AVX512
+        if (fast) {
+            fwd_block(o, (size_t)C, P, q, k, v, C3, T, L, hd, scale);
+            continue;
+        }
+#endif
         /* S[:, :L] = s q k[:L]^T */
         sgemm('N', 'T', T, L, hd, scale, q, C3, k, C3, 0.0f, P, T);
         softmax_block_masked(P, L, T);
-        /* out (T, hd), row stride C = P[:, :L] v[:L] */
-        sgemm('N', 'N', T, hd, L, 1.0f, P, T, v, C3, 0.0f, out + (size_t)b * T * C + (size_t)h * hd, C);
+        /* out = P[:, :L] v[:L] */
+        sgemm('N', 'N', T, hd, L, 1.0f, P, T, v, C3, 0.0f, o, C);
     }
 }
 
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                         const float *att, const int *lens, int B, int T, int C, int H) {
     check_dims("attention_backward", lens, B, T, C, H);
-    int hd = C / H;
+    int hd = C / H, n_bh = B * H;
     size_t C3 = 3 * (size_t)C;
     float scale = (float)(1.0 / sqrt((double)hd));
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int bh = 0; bh < B * H; bh++) {
+#ifdef ATT_HAVE_AVX512
+    int fast = att_fast_ok(T, hd);
+#endif
+    int ch = att_chunk(n_bh);
+#pragma omp parallel for schedule(dynamic, ch)
+    for (int bh = 0; bh < n_bh; bh++) {
         int b = bh / H, h = bh % H;
         int L = lens ? lens[b] : T;
         size_t off = (size_t)b * T * C3 + (size_t)h * hd;
@@ -156,6 +421,23 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         const float *g = dout + (size_t)b * T * C + (size_t)h * hd; /* (T, hd), row stride C */
         const float *P = att + (size_t)bh * T * T;
         float *dS = scratch + (size_t)bh * T * T;
+        if ((bh + 1) % ch != 0 && bh + 1 < n_bh) { /* next block of this chunk */
+            int b1 = (bh + 1) / H, h1 = (bh + 1) % H;
+            size_t off1 = (size_t)b1 * T * C3 + (size_t)h1 * hd;
+            for (int part = 0; part < 3; part++) {
+                prefetch_rows(qkv + off1 + (size_t)part * C, C3, T, hd, 0);
+                prefetch_rows(dqkv + off1 + (size_t)part * C, C3, T, hd, 1);
+            }
+            prefetch_rows(dout + (size_t)b1 * T * C + (size_t)h1 * hd, C, T, hd, 0);
+            prefetch_rows(P + (size_t)T * T, T, T, T, 0);
+            prefetch_rows(dS + (size_t)T * T, T, T, T, 1);
+        }
+#ifdef ATT_HAVE_AVX512
+        if (fast) {
+            bwd_block(dq, dk, dv, dS, g, (size_t)C, P, q, k, v, C3, T, L, hd, scale);
+            continue;
+        }
+#endif
         /* dV[:L] += P[:, :L]^T dout */
         sgemm('T', 'N', L, hd, T, 1.0f, P, T, g, C, 1.0f, dv, C3);
         /* dP[:, :L] = dout v[:L]^T, then dS in place */

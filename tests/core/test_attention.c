@@ -1,10 +1,14 @@
-/* test_attention.c — multi-head attention core: oneDNN fast path vs the double
- * reference (odd shapes, H = 1, head dims 32 and 64, padding lens), masked keys
- * get exactly zero probability and exactly zero dK / dV, padded key values do
- * not influence the output, rows of P sum to 1, backward accumulates (+=) into
- * a prefilled dqkv, central finite differences in double on the reference
- * path, trust checks. */
+/* test_attention.c — multi-head attention core: fast path vs the double
+ * reference. Shapes cover both fast paths: the AVX-512 kernel (hd % 16 == 0,
+ * T <= 256: T in {1, 2, 15, 16, 17, 31, 32, 33, 49, 50, 64, 65, 197}, hd 16,
+ * 32 and 64, chunk-boundary lengths L = 1, 15, 16, 17, 32, 33, L = T) and the
+ * oneDNN sgemm fallback (hd 8, hd 80, T = 260). Checks: masked keys get
+ * exactly zero probability and exactly zero dK / dV, padded key values do not
+ * influence the output, rows of P sum to 1, backward accumulates (+=) into a
+ * prefilled dqkv, results are bitwise the same with 1 and 2 OpenMP threads,
+ * central finite differences in double on the reference path, trust checks. */
 #include <math.h>
+#include <omp.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
@@ -211,16 +215,70 @@ static void check_fatal(void) {
     EXPECT_FATAL("attention_forward_ref length 0", attention_forward_ref(buf, att, buf, bad0, 2, 4, 8, 2));
 }
 
+/* fast forward + backward bitwise identical with 1 and 2 OpenMP threads */
+static void check_threads(int B, int T, int C, int H, const int *lens) {
+    size_t C3 = 3 * (size_t)C;
+    size_t nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, natt = (size_t)B * H * T * T;
+    float *qkv = falloc(nqkv), *dout = falloc(nout), *scr = falloc(natt);
+    float *out[2], *att[2], *dq[2];
+    fill(qkv, nqkv, 700, 1.0);
+    fill(dout, nout, 701, 1.0);
+    int nt0 = omp_get_max_threads();
+    for (int r = 0; r < 2; r++) {
+        out[r] = falloc(nout); att[r] = falloc(natt);
+        dq[r] = flip_calloc(nqkv, sizeof(float), "dq");
+        omp_set_num_threads(r + 1);
+        attention_forward(out[r], att[r], qkv, lens, B, T, C, H);
+        attention_backward(dq[r], scr, dout, qkv, att[r], lens, B, T, C, H);
+    }
+    omp_set_num_threads(nt0);
+    int same = memcmp(out[0], out[1], nout * sizeof(float)) == 0 &&
+               memcmp(att[0], att[1], natt * sizeof(float)) == 0 &&
+               memcmp(dq[0], dq[1], nqkv * sizeof(float)) == 0;
+    TEST_CHECK(same, "attention fwd/bwd bitwise equal with 1 and 2 threads (B=%d T=%d C=%d H=%d)", B, T, C, H);
+    for (int r = 0; r < 2; r++) { flip_free(out[r]); flip_free(att[r]); flip_free(dq[r]); }
+    flip_free(qkv); flip_free(dout); flip_free(scr);
+}
+
 int main(void) {
     static const int lens_a[2] = {5, 3};
     static const int lens_b[3] = {1, 5, 2};
     static const int lens_text[4] = {32, 7, 19, 1};
-    check_shape(2, 5, 8, 1, lens_a, 10);        /* T = 5 padded, H = 1 */
+    static const int lens_2[2] = {1, 2};
+    static const int lens_15[3] = {15, 1, 8};
+    static const int lens_17[3] = {17, 16, 1};
+    static const int lens_31[2] = {31, 17};
+    static const int lens_33[2] = {33, 32};
+    static const int lens_64[4] = {64, 63, 48, 1};
+    static const int lens_65[2] = {65, 49};
+    static const int lens_197[2] = {197, 100};
+    static const int lens_1[3] = {1, 1, 1};
+    static const int lens_80[2] = {17, 5};
+    /* oneDNN sgemm fallback: hd not a multiple of 16, or T > 256 */
+    check_shape(2, 5, 8, 1, lens_a, 10);        /* T = 5 padded, H = 1, hd 8 */
+    check_shape(2, 17, 160, 2, lens_80, 11);    /* hd 80 (vit-h14), L = 17 = T and 5 */
+    check_shape(3, 33, 24, 3, lens_33, 12);     /* hd 8, T = 33 */
+    check_shape(1, 260, 32, 2, NULL, 13);       /* hd 16, T = 260 > 256 */
+    /* AVX-512 kernel (on a CPU with AVX-512F; else the fallback again) */
     check_shape(3, 5, 64, 2, lens_b, 20);       /* hd 32, a length-1 sample */
     check_shape(2, 13, 128, 2, NULL, 30);       /* hd 64, odd T */
     check_shape(1, 1, 64, 1, NULL, 40);         /* T = 1 */
+    check_shape(3, 1, 32, 2, lens_1, 41);       /* T = 1, hd 16, L = 1 = T */
+    check_shape(2, 2, 32, 2, lens_2, 42);       /* T = 2, hd 16 */
+    check_shape(3, 15, 128, 2, lens_15, 43);    /* T = 15, hd 64 */
+    check_shape(2, 16, 48, 3, NULL, 44);        /* T = 16, hd 16 */
+    check_shape(3, 17, 192, 3, lens_17, 45);    /* T = 17 (tiny + CLS at 0.75), L 17/16/1 */
+    check_shape(2, 31, 64, 4, lens_31, 46);     /* T = 31, hd 16 */
     check_shape(4, 32, 192, 6, lens_text, 50);  /* text: T = 32, hd 32, padding */
+    check_shape(2, 33, 128, 2, lens_33, 51);    /* T = 33, L 33/32 */
     check_shape(2, 49, 384, 6, NULL, 60);       /* ViT-S at mask 0.75, hd 64 */
+    check_shape(2, 50, 384, 6, NULL, 61);       /* ViT-S + CLS at mask 0.75 */
+    check_shape(4, 64, 32, 2, lens_64, 62);     /* T = 64, hd 16, L 64/63/48/1 */
+    check_shape(2, 65, 128, 2, lens_65, 63);    /* T = 65, hd 64 */
+    check_shape(2, 197, 128, 2, lens_197, 64);  /* T = 197 (ViT-S unmasked + CLS), hd 64 */
+    check_threads(3, 50, 192, 3, NULL);
+    check_threads(4, 32, 192, 3, lens_text);
+    check_threads(2, 17, 160, 2, NULL);         /* fallback */
     check_fd(2, 5, 8, 2, lens_a);
     check_fd(2, 4, 12, 3, NULL);
     check_fatal();
