@@ -26,6 +26,16 @@ _Noreturn void flip_fatal(const char *file, int line, const char *fmt, ...) FLIP
 /* a warning line "[rank r] warning: ..." on stderr; never stops anything */
 void flip_warn(const char *fmt, ...) FLIP_PRINTF(1, 2);
 
+/* FLIP_SIMD_CLONES before a hot loop function: GCC compiles it for AVX-512
+ * (x86-64-v4), AVX2 (v3) and baseline and picks one at load time, so the
+ * default (portable, not -march=native) build still vectorises wide. Put it on
+ * a function called INSIDE a parallel region (a per-row-range kernel). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FLIP_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FLIP_SIMD_CLONES
+#endif
+
 #define FLIP_FATAL(...) flip_fatal(__FILE__, __LINE__, __VA_ARGS__)
 /* FLIP_CHECK(cond, "what was wrong, where, what to do", args...) */
 #define FLIP_CHECK(cond, ...) \

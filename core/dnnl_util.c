@@ -13,6 +13,7 @@
 #include "prof.h"
 
 #include <oneapi/dnnl/dnnl_debug.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -253,12 +254,60 @@ static inline uint16_t bf16_round(float x) {
     return (uint16_t)(u >> 16);
 }
 
+/* The hardware conversion (VCVTNE2PS2BF16, AVX512-BF16): round to nearest
+ * even like bf16_round, NaN stays NaN; it flushes denormal inputs to zero,
+ * which matmul operands never notice (oneDNN's own reorders do the same).
+ * About 10x faster than the portable loop, which the baseline x86-64 build
+ * cannot vectorise; the tail (< 32 elements) takes the portable loop. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FLIP_HAVE_HW_BF16 1
+__attribute__((target("avx512f,avx512bf16"))) static void bf16_convert_hw(uint16_t *dst, const float *src,
+                                                                       size_t n) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 lo = _mm512_loadu_ps(src + i), hi = _mm512_loadu_ps(src + i + 16);
+        __m512bh r = _mm512_cvtne2ps_pbh(hi, lo);
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)r);
+    }
+    for (; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+#else
+#define FLIP_HAVE_HW_BF16 0
+#endif
+
+/* one thread's range */
+static void bf16_convert_range(uint16_t *dst, const float *src, size_t n) {
+#if FLIP_HAVE_HW_BF16
+    if (flip_cpu_has_bf16()) {
+        bf16_convert_hw(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
+/* [0, n) split into one contiguous range per thread, multiples of 32 */
+static void bf16_thread_range(size_t n, int tid, int nt, size_t *lo, size_t *len) {
+    size_t per = (n + (size_t)nt - 1) / (size_t)nt;
+    per = (per + 31) / 32 * 32;
+    size_t a = per * (size_t)tid, b = a + per;
+    if (a > n) a = n;
+    if (b > n) b = n;
+    *lo = a;
+    *len = b - a;
+}
+
 void flip_f32_to_bf16(uint16_t *dst, const float *src, size_t n) {
-    if (n >= (size_t)1 << 16) {
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
-    } else {
-        for (size_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+    if (n < (size_t)1 << 16) {
+        bf16_convert_range(dst, src, n);
+        return;
+    }
+#pragma omp parallel
+    {
+        size_t lo, len;
+        bf16_thread_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &len);
+        bf16_convert_range(dst + lo, src + lo, len);
     }
 }
 
@@ -268,16 +317,18 @@ void flip_f32_to_bf16(uint16_t *dst, const float *src, size_t n) {
 static void convert_operands(uint16_t *bs, const float *src, size_t ns, uint16_t *bw, const float *wei,
                              size_t nw) {
     if (ns + nw < (size_t)1 << 16) {
-        for (size_t i = 0; i < ns; i++) bs[i] = bf16_round(src[i]);
-        for (size_t i = 0; i < nw; i++) bw[i] = bf16_round(wei[i]);
+        bf16_convert_range(bs, src, ns);
+        bf16_convert_range(bw, wei, nw);
         return;
     }
 #pragma omp parallel
     {
-#pragma omp for schedule(static) nowait
-        for (size_t i = 0; i < ns; i++) bs[i] = bf16_round(src[i]);
-#pragma omp for schedule(static) nowait
-        for (size_t i = 0; i < nw; i++) bw[i] = bf16_round(wei[i]);
+        int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        size_t lo, len;
+        bf16_thread_range(ns, tid, nt, &lo, &len);
+        if (len) bf16_convert_range(bs + lo, src + lo, len);
+        bf16_thread_range(nw, tid, nt, &lo, &len);
+        if (len) bf16_convert_range(bw + lo, wei + lo, len);
     }
 }
 

@@ -78,7 +78,8 @@ int flip_cpu_has_bf16(void);                        /* avx512_bf16 in /proc/cpui
  * guarantees the memory did not change in between (linear_backward: dout
  * feeds both dinp and dweight). No effect in fp32; applies to one call. */
 void flip_matmul_src_unchanged(void);
-/* dst[i] = bf16(src[i]) (round to nearest even, NaN kept NaN), as raw bits */
+/* dst[i] = bf16(src[i]) (round to nearest even, NaN kept NaN), as raw bits; on
+ * AVX512-BF16 CPUs by the hardware instruction, which flushes denormals to 0 */
 void flip_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
 
 /* Number of cached primitives (tests check reuse). */

@@ -8,10 +8,15 @@
  *   dx_i = rstd (g_i - mean(g) - xhat_i mean(g xhat))
  *   dw_i += sum_rows dy_i xhat_i,   db_i += sum_rows dy_i
  * Forward saves mean (M) and rstd (M). Backward adds (+=); NULL outputs are
- * skipped. The fast path is row-parallel (OpenMP) for the forward and dinp,
- * column-block-parallel for dweight/dbias (no races, no scratch). */
+ * skipped. The fast path is row-parallel (OpenMP): forward one row range per
+ * thread; backward one pass per row for dinp and the row's dweight/dbias terms,
+ * in 16 fixed row chunks whose partial sums are added in chunk order (no
+ * races, thread-count independent). Row kernels are compiled for AVX-512 /
+ * AVX2 / baseline (FLIP_SIMD_CLONES). */
 #include <math.h>
+#include <omp.h>
 
+#include "common.h"
 #include "ops.h"
 
 /* Row reductions with 8 independent partial sums: a single float add chain
@@ -19,12 +24,12 @@
  * the compiler use vector adds. */
 #define LN_LANES 8
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                       const float *weight, const float *bias, int M, int C) {
-    // out (M, C), mean (M), rstd (M), inp (M, C), weight (C), bias (C)
+/* rows [r0, r1) of the forward */
+FLIP_SIMD_CLONES
+static void ln_forward_rows(float *out, float *mean, float *rstd, const float *inp,
+                            const float *weight, const float *bias, int r0, int r1, int C) {
     const int C8 = C - C % LN_LANES;
-#pragma omp parallel for schedule(static) if ((size_t)M * (size_t)C >= 16384)
-    for (int r = 0; r < M; r++) {
+    for (int r = r0; r < r1; r++) {
         const float *x = inp + (size_t)r * C;
         float *y = out + (size_t)r * C;
         float acc[LN_LANES] = {0};
@@ -50,66 +55,111 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
     }
 }
 
-/* columns per task of the dweight/dbias pass: 64 floats = one cache line x 4 */
-#define LN_COL_BLOCK 64
+/* [0, n) in `parts` near-equal contiguous pieces: piece k is [lo, hi) */
+static void piece(int n, int parts, int k, int *lo, int *hi) {
+    *lo = (int)((long long)n * k / parts);
+    *hi = (int)((long long)n * (k + 1) / parts);
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int M, int C) {
+    // out (M, C), mean (M), rstd (M), inp (M, C), weight (C), bias (C)
+    if ((size_t)M * (size_t)C < 16384) {
+        ln_forward_rows(out, mean, rstd, inp, weight, bias, 0, M, C);
+        return;
+    }
+#pragma omp parallel
+    {
+        int lo, hi;
+        piece(M, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        ln_forward_rows(out, mean, rstd, inp, weight, bias, lo, hi, C);
+    }
+}
+
+/* Backward in LN_CHUNKS fixed row chunks (independent of the thread count):
+ * one pass per row computes dinp and adds the row's dweight / dbias terms into
+ * its chunk's partial sums; the chunks' partials are then summed in chunk
+ * order, so the result is the same at any thread count. */
+#define LN_CHUNKS 16
+
+/* rows [r0, r1); pw / pb (C) receive this chunk's dweight / dbias partials */
+FLIP_SIMD_CLONES
+static void ln_backward_rows(float *dinp, float *pw, float *pb, const float *dout, const float *inp,
+                             const float *mean, const float *rstd, const float *weight, int r0,
+                             int r1, int C) {
+    const int C8 = C - C % LN_LANES;
+    if (pw)
+        for (int i = 0; i < C; i++) pw[i] = pb[i] = 0.0f;
+    for (int r = r0; r < r1; r++) {
+        const float *x = inp + (size_t)r * C;
+        const float *dy = dout + (size_t)r * C;
+        float mu = mean[r], rs = rstd[r];
+        if (pw) {
+            for (int i = 0; i < C; i++) {
+                pw[i] += dy[i] * ((x[i] - mu) * rs);
+                pb[i] += dy[i];
+            }
+        }
+        if (!dinp) continue;
+        float *dx = dinp + (size_t)r * C;
+        float ag[LN_LANES] = {0}, agx[LN_LANES] = {0};
+        for (int i = 0; i < C8; i += LN_LANES)
+            for (int j = 0; j < LN_LANES; j++) {
+                float g = dy[i + j] * weight[i + j];
+                ag[j] += g;
+                agx[j] += g * (x[i + j] - mu);
+            }
+        float sg = 0.0f, sgx = 0.0f;
+        for (int i = C8; i < C; i++) {
+            float g = dy[i] * weight[i];
+            sg += g;
+            sgx += g * (x[i] - mu);
+        }
+        for (int j = 0; j < LN_LANES; j++) {
+            sg += ag[j];
+            sgx += agx[j];
+        }
+        float mg = sg / (float)C, mgx = sgx * rs / (float)C;
+        for (int i = 0; i < C; i++) {
+            float xh = (x[i] - mu) * rs;
+            dx[i] += rs * (dy[i] * weight[i] - mg - xh * mgx);
+        }
+    }
+}
+
+/* grow-only partial sums (LN_CHUNKS x 2 x C floats): sized by the first call
+ * of the widest LayerNorm, never in steady state; lives until process exit */
+static float *g_partials;
+static size_t g_partials_cap;
 
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *mean, const float *rstd,
                         const float *weight, int M, int C) {
     // dinp (M, C), dweight (C), dbias (C), dout (M, C), inp (M, C), mean/rstd (M)
-    if (dinp) {
-        const int C8 = C - C % LN_LANES;
-#pragma omp parallel for schedule(static) if ((size_t)M * (size_t)C >= 16384)
-        for (int r = 0; r < M; r++) {
-            const float *x = inp + (size_t)r * C;
-            const float *dy = dout + (size_t)r * C;
-            float *dx = dinp + (size_t)r * C;
-            float mu = mean[r], rs = rstd[r];
-            float ag[LN_LANES] = {0}, agx[LN_LANES] = {0};
-            for (int i = 0; i < C8; i += LN_LANES)
-                for (int j = 0; j < LN_LANES; j++) {
-                    float g = dy[i + j] * weight[i + j];
-                    ag[j] += g;
-                    agx[j] += g * (x[i + j] - mu);
-                }
-            float sg = 0.0f, sgx = 0.0f;
-            for (int i = C8; i < C; i++) {
-                float g = dy[i] * weight[i];
-                sg += g;
-                sgx += g * (x[i] - mu);
-            }
-            for (int j = 0; j < LN_LANES; j++) {
-                sg += ag[j];
-                sgx += agx[j];
-            }
-            float mg = sg / (float)C, mgx = sgx * rs / (float)C;
-            for (int i = 0; i < C; i++) {
-                float xh = (x[i] - mu) * rs;
-                dx[i] += rs * (dy[i] * weight[i] - mg - xh * mgx);
-            }
-        }
+    int want_params = dweight || dbias;
+    size_t need = want_params ? (size_t)LN_CHUNKS * 2 * (size_t)C : 0;
+    if (need > g_partials_cap) {
+        flip_free(g_partials);
+        g_partials = flip_malloc(need * sizeof(float), "layernorm backward partial sums");
+        g_partials_cap = need;
     }
-    if (dweight || dbias) {
-        int n_blocks = (C + LN_COL_BLOCK - 1) / LN_COL_BLOCK;
-#pragma omp parallel for schedule(static)
-        for (int blk = 0; blk < n_blocks; blk++) {
-            int c0 = blk * LN_COL_BLOCK;
-            int c1 = c0 + LN_COL_BLOCK < C ? c0 + LN_COL_BLOCK : C;
-            float aw[LN_COL_BLOCK] = {0}, ab[LN_COL_BLOCK] = {0};
-            for (int r = 0; r < M; r++) {
-                const float *x = inp + (size_t)r * C;
-                const float *dy = dout + (size_t)r * C;
-                float mu = mean[r], rs = rstd[r];
-                for (int i = c0; i < c1; i++) {
-                    aw[i - c0] += dy[i] * (x[i] - mu) * rs;
-                    ab[i - c0] += dy[i];
-                }
-            }
-            for (int i = c0; i < c1; i++) {
-                if (dweight) dweight[i] += aw[i - c0];
-                if (dbias) dbias[i] += ab[i - c0];
-            }
+    float *part = want_params ? g_partials : NULL;
+#pragma omp parallel for schedule(static) if ((size_t)M * (size_t)C >= 16384)
+    for (int k = 0; k < LN_CHUNKS; k++) {
+        int lo, hi;
+        piece(M, LN_CHUNKS, k, &lo, &hi);
+        float *pw = part ? part + (size_t)k * 2 * C : NULL, *pb = part ? pw + C : NULL;
+        ln_backward_rows(dinp, pw, pb, dout, inp, mean, rstd, weight, lo, hi, C);
+    }
+    if (!want_params) return;
+    for (int i = 0; i < C; i++) {
+        float aw = 0.0f, ab = 0.0f;
+        for (int k = 0; k < LN_CHUNKS; k++) {
+            aw += part[(size_t)k * 2 * C + i];
+            ab += part[(size_t)k * 2 * C + C + i];
         }
+        if (dweight) dweight[i] += aw;
+        if (dbias) dbias[i] += ab;
     }
 }
 

@@ -36,6 +36,60 @@ static float round_bf16(float x) {
     return y;
 }
 
+/* bf16 of x by the definition: round to nearest even on the upper 16 bits,
+ * NaN quiet */
+static uint16_t bf16_by_definition(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* flip_f32_to_bf16 on long arrays (the vectorised, threaded path the matmul
+ * operands take) equals the definition element by element: random bit
+ * patterns (every exponent), exact ties, +-inf, NaN, and a tail that is not a
+ * multiple of the vector width */
+static void test_convert(void) {
+    enum { N = 200003 };
+    float *x = flip_malloc(N * sizeof(float), "x");
+    uint16_t *b = flip_malloc(N * sizeof(uint16_t), "b");
+    Rng r;
+    rng_init(&r, 9, FLIP_RNG_TEST, 2, 0);
+    for (size_t i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)(rng_uniform(&r) * 4294967296.0);
+        if (i % 7 == 0) u = (u & 0xffff0000u) | 0x8000u; /* exact tie */
+        if (i % 11 == 0) u = (u & 0xffff0000u) | 0x7fffu; /* just below a tie */
+        memcpy(&x[i], &u, sizeof u);
+    }
+    x[0] = INFINITY;
+    x[1] = -INFINITY;
+    x[2] = NAN;
+    x[3] = 0.0f;
+    x[4] = -0.0f;
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        memset(b, 0, N * sizeof(uint16_t));
+        flip_f32_to_bf16(b, x, N);
+        size_t bad = 0, first = N;
+        for (size_t i = 0; i < N; i++) {
+            uint16_t want = bf16_by_definition(x[i]);
+            int nan_ok = isnan(x[i]) && (b[i] & 0x7f80u) == 0x7f80u && (b[i] & 0x7fu) != 0;
+            /* a denormal input may also flush to zero (the hardware rule) */
+            int denorm_ok = fpclassify(x[i]) == FP_SUBNORMAL && (b[i] & 0x7fffu) == 0;
+            if (b[i] != want && !nan_ok && !denorm_ok) {
+                bad++;
+                if (first == N) first = i;
+            }
+        }
+        TEST_CHECK(bad == 0, "flip_f32_to_bf16 (%d threads) matches round-to-nearest-even: %zu of %d differ (first at %zu)",
+                   threads, bad, N, first);
+    }
+    omp_set_num_threads(1);
+    flip_free(x);
+    flip_free(b);
+}
+
 static void fill(float *x, size_t n, Rng *r) {
     for (size_t i = 0; i < n; i++) x[i] = (float)(2.0 * rng_uniform(r) - 1.0);
 }
@@ -229,6 +283,7 @@ int main(void) {
         printf("skipped: this CPU has no AVX512-BF16 (avx512_bf16 not in /proc/cpuinfo)\n");
         return 77;
     }
+    test_convert();
     test_linear();
     test_loss_curve();
     return test_finish();

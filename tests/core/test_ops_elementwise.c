@@ -703,6 +703,7 @@ int main(void) {
     test_layernorm(33, 64);
     test_layernorm(130, 384);
     test_layernorm(5, 1000);
+    test_layernorm(3001, 192); /* many rows: every backward chunk, uneven chunk sizes */
 
     test_gelu(1);
     test_gelu(17);
