@@ -190,11 +190,18 @@ ATT_AVX512 ATT_INLINE void tile(float *O, size_t ldo, const float *A, size_t sr,
         }
 }
 
+/* rows of the next register tile when rem rows are left: tiles of 3 and 4 rows
+ * only (a 1- or 2-row tile waits on FMA latency), e.g. 17 = 4 + 4 + 3 + 3 + 3 */
+static inline int tile_rows(int rem) {
+    static const int first[12] = {0, 1, 2, 3, 4, 3, 3, 4, 4, 3, 4, 4};
+    return rem >= 12 ? ATT_MR : first[rem];
+}
+
 /* O (M, 16 n16) (= or +=) A (M, K) Bm (K, 16 n16), A by strides (sr, sk), in tiles */
 ATT_AVX512 static void tiles(float *O, size_t ldo, const float *A, size_t sr, size_t sk,
                              const float *Bm, size_t ldb, int K, int M, int n16, int add) {
-    for (int r0 = 0; r0 < M; r0 += ATT_MR) {
-        int R = M - r0 < ATT_MR ? M - r0 : ATT_MR;
+    for (int r0 = 0, R; r0 < M; r0 += R) {
+        R = tile_rows(M - r0);
         for (int c0 = 0; c0 < n16; c0 += ATT_NR) {
             int NC = n16 - c0 < ATT_NR ? n16 - c0 : ATT_NR;
             float *o = O + (size_t)r0 * ldo + 16 * (size_t)c0;
@@ -293,8 +300,8 @@ ATT_AVX512 static void fwd_block(float *o, size_t C, float *P, const float *q, c
     float Sb[ATT_MR * ATT_MAX_T] __attribute__((aligned(64)));
     int Lp = (L + 15) / 16 * 16, nL = Lp / 16;
     transpose_rows(kT, k, C3, L, Lp, hd, scale);
-    for (int i0 = 0; i0 < T; i0 += ATT_MR) {
-        int R = T - i0 < ATT_MR ? T - i0 : ATT_MR;
+    for (int i0 = 0, R; i0 < T; i0 += R) {
+        R = tile_rows(T - i0);
         /* S rows i0.. (R, Lp) = (s q) k^T, zero columns beyond L */
         tiles(Sb, Lp, q + (size_t)i0 * C3, C3, 1, kT, Lp, hd, R, nL, 0);
         for (int r = 0; r < R; r++) {
@@ -332,8 +339,8 @@ ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, float *dS, con
     int Lp = (L + 15) / 16 * 16, nL = Lp / 16;
     transpose_rows(vT, v, C3, L, Lp, hd, 1.0f);
     __m512 vs = _mm512_set1_ps(scale);
-    for (int i0 = 0; i0 < T; i0 += ATT_MR) {
-        int R = T - i0 < ATT_MR ? T - i0 : ATT_MR;
+    for (int i0 = 0, R; i0 < T; i0 += R) {
+        R = tile_rows(T - i0);
         /* dP rows i0.. (R, Lp) = dout v^T */
         tiles(Sb, Lp, g + (size_t)i0 * C, C, 1, vT, Lp, hd, R, nL, 0);
         /* s dS = s P * (dP - rowsum(dP * P)) on the first L columns */
