@@ -79,7 +79,7 @@ static double measure_peak(int n, int reps) {
 typedef struct {
     double img_s_median, img_s_min, img_s_max, step_s_median, gflop_step, gflops, mfu;
     double first_loss, last_loss, acts_mib, params_m;
-    double prof_s[FLIP_PROF_N], prof_step_s; /* breakdown summed over the timed steps */
+    char breakdown[1024]; /* prof.h classes over the timed steps (flip_prof_format) */
     int N, Np;
 } Result;
 
@@ -115,6 +115,7 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
     double *times = flip_malloc((size_t)steps * sizeof(double), "times");
     Result res;
     memset(&res, 0, sizeof(res));
+    double prof_step_s = 0.0;
     flip_prof_enable(1);
     for (int s = 0; s < warmup + steps; s++) {
         if (s == warmup) flip_prof_reset();
@@ -128,13 +129,13 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
         res.last_loss = loss;
         if (s >= warmup) {
             times[s - warmup] = dt;
-            res.prof_step_s += dt;
+            prof_step_s += dt;
         }
         fprintf(stderr, "# %s B %d mask %.2f step %d: %.3f s, loss %.4f\n", preset, B, (double)mask, s, dt,
                 (double)loss);
     }
     flip_prof_enable(0);
-    for (int c = 0; c < FLIP_PROF_N; c++) res.prof_s[c] = flip_prof_seconds((FlipProfClass)c);
+    flip_prof_format(res.breakdown, sizeof res.breakdown, steps, prof_step_s);
     qsort(times, (size_t)steps, sizeof(double), cmp_double);
     res.step_s_median = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
     res.img_s_median = B / res.step_s_median;
@@ -154,21 +155,6 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
     flip_free(keep);
     flip_model_free(&m);
     return res;
-}
-
-/* per-op-class share of the timed steps (prof.h: exclusive wall-clock time);
- * "other" is the rest of the step: masks, gradient buffer zeroing, glue */
-static void print_breakdown(const Result *r, int steps) {
-    double sum = 0.0;
-    printf("#   breakdown (ms/step, %% of step):");
-    for (int c = 0; c < FLIP_PROF_N; c++) {
-        sum += r->prof_s[c];
-        if (r->prof_s[c] > 0.0)
-            printf(" %s %.1f (%.1f%%),", flip_prof_name((FlipProfClass)c), 1e3 * r->prof_s[c] / steps,
-                   100.0 * r->prof_s[c] / r->prof_step_s);
-    }
-    double other = r->prof_step_s - sum;
-    printf(" other %.1f (%.1f%%)\n", 1e3 * other / steps, 100.0 * other / r->prof_step_s);
 }
 
 static void usage(void) {
@@ -285,7 +271,9 @@ int main(int argc, char **argv) {
                    presets[p], batches[p], (double)masks[k], r.N, r.Np, flip_precision_name(flip_get_precision()), omp_get_max_threads(), r.img_s_median,
                    r.img_s_min, r.img_s_max, r.step_s_median, r.gflop_step, r.gflops, pk, r.mfu, r.params_m,
                    r.acts_mib, r.first_loss, r.last_loss, peak_rss_mib());
-            print_breakdown(&r, steps);
+            /* per-op-class share of the timed steps (prof.h: exclusive wall-clock time);
+             * "other" is the rest of the step: masks, gradient buffer zeroing, glue */
+            printf("#   breakdown (ms/step, %% of step): %s\n", r.breakdown);
             fflush(stdout);
         }
     }

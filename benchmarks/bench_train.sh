@@ -7,7 +7,8 @@
 # usage: benchmarks/bench_train.sh [BUILD_DIR]      (default: ./build)
 # env:   PRESETS="tiny vit-s16"  MASKS="0 0.5 0.75"  STEPS_TINY=8  STEPS_S16=4
 #        G_TINY=128  G_S16=16  THREADS=2 (cores of the machine)
-# Prints a table and one JSON line per configuration. Step 1 (primitive
+# Prints a table, rank 0's step breakdown by op class (flip-train --profile:
+# matmul ... comm wait, data wait) and one JSON line per configuration. Step 1 (primitive
 # creation, first touch) is excluded; images/s = images / time over steps 2..n.
 # MFU is against the sgemm peak (oneDNN 2048^3 matmul, flip-train's own
 # measurement) taken here as the best of 3 measurements with THREADS threads in
@@ -58,11 +59,13 @@ for preset in $PRESETS; do
       per_rank_peak=$(awk -v p="$peak" -v n="$np" 'BEGIN { printf "%.3f", p / n }')
       if ! OMP_NUM_THREADS=$th "$MPIEXEC" -np "$np" --bind-to none -x OMP_NUM_THREADS "$build/flip-train" \
           --train-data "$data" --global-batch-size "$G" --train-samples $((G * steps)) --model "$preset" \
-          --mask-ratio "$mask" --lr 1e-4 --log-every 1 --peak-gflops "$per_rank_peak" \
+          --mask-ratio "$mask" --lr 1e-4 --log-every 1 --peak-gflops "$per_rank_peak" --profile 1 \
           --logs "$tmp/logs" --name "$name" 2>"$tmp/$name.err"; then
         echo "bench_train: $name failed:" >&2; tail -5 "$tmp/$name.err" >&2; exit 1
       fi
       hidden=$(grep -o "[0-9]*% hidden" "$tmp/$name.err" | grep -o "[0-9]*" || true)
+      # rank 0's per-op-class breakdown (--profile): includes comm wait and data wait
+      bd=$(grep -o "step breakdown on rank 0.*" "$tmp/$name.err" | sed 's/.*% of step): //' || true)
       # time-weighted over steps 2..n: dt = G / (images/s)
       read -r ips mfu wait < <(awk -v G="$G" -F'[:,]' 'NR > 1 {
           for (i = 1; i < NF; i++) { if ($i == "\"images_per_s\"") v = $(i+1); if ($i == "\"mfu\"") m = $(i+1); if ($i == "\"comm_wait_s\"") w = $(i+1) }
@@ -70,7 +73,8 @@ for preset in $PRESETS; do
         END { printf "%.2f %.4f %.2f\n", G * n / T, M / T, 1e3 * W / n }' "$tmp/logs/$name/metrics.jsonl")
       printf "%-8s %-5s %-12s %10s %7.1f%% %12s %10s\n" "$preset" "$mask" "${np}r x ${th}t" "$ips" \
         "$(awk -v m="$mfu" 'BEGIN { print 100 * m }')" "$wait" "${hidden:+$hidden%}"
-      echo "{\"bench\":\"train\",\"preset\":\"$preset\",\"mask\":$mask,\"ranks\":$np,\"threads\":$th,\"global_batch\":$G,\"steps\":$steps,\"images_per_s\":$ips,\"mfu\":$mfu,\"comm_wait_ms\":$wait,\"hidden_pct\":${hidden:-null},\"peak_gflops\":$peak}" >> "$tmp/results.jsonl"
+      echo "#   breakdown (rank 0, ms/step, % of step): $bd"
+      echo "{\"bench\":\"train\",\"preset\":\"$preset\",\"mask\":$mask,\"ranks\":$np,\"threads\":$th,\"global_batch\":$G,\"steps\":$steps,\"images_per_s\":$ips,\"mfu\":$mfu,\"comm_wait_ms\":$wait,\"hidden_pct\":${hidden:-null},\"peak_gflops\":$peak,\"breakdown\":\"$bd\"}" >> "$tmp/results.jsonl"
     done
   done
 done

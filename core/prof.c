@@ -1,6 +1,7 @@
 /* prof.c — exclusive-time section stack behind prof.h. */
 #include "prof.h"
 
+#include <stdio.h>
 #include <time.h>
 
 #include "common.h"
@@ -29,7 +30,8 @@ double flip_prof_seconds(FlipProfClass c) { return c >= 0 && c < FLIP_PROF_N ? g
 
 const char *flip_prof_name(FlipProfClass c) {
     static const char *names[FLIP_PROF_N] = {"matmul", "attention", "layernorm", "gelu",
-                                             "loss", "optimizer", "embed/pool/residual", "bf16 convert"};
+                                             "loss", "optimizer", "embed/pool/residual", "bf16 convert",
+                                             "comm wait", "data wait"};
     return c >= 0 && c < FLIP_PROF_N ? names[c] : "?";
 }
 
@@ -47,4 +49,20 @@ void flip_prof_end_(void) {
     double dt = now() - g_stack[g_depth].t0;
     g_acc[g_stack[g_depth].cls] += dt - g_stack[g_depth].child;
     if (g_depth > 0) g_stack[g_depth - 1].child += dt;
+}
+
+void flip_prof_format(char *buf, size_t n, long steps, double step_seconds) {
+    size_t used = 0;
+    double sum = 0.0, per = steps > 0 ? 1e3 / (double)steps : 0.0;
+    double pct = step_seconds > 0 ? 100.0 / step_seconds : 0.0;
+    if (n) buf[0] = '\0';
+    for (int c = 0; c < FLIP_PROF_N; c++) {
+        sum += g_acc[c];
+        if (g_acc[c] <= 0.0 || used >= n) continue;
+        int k = snprintf(buf + used, n - used, "%s %.1f (%.1f%%), ", flip_prof_name((FlipProfClass)c),
+                         g_acc[c] * per, g_acc[c] * pct);
+        if (k > 0) used += (size_t)k;
+    }
+    if (used < n)
+        snprintf(buf + used, n - used, "other %.1f (%.1f%%)", (step_seconds - sum) * per, (step_seconds - sum) * pct);
 }

@@ -85,6 +85,7 @@ static const OptDef k_opts[] = {
     {"log-every", L(log_every), 1, BIG, TR, "steps between log lines"},
     {"dump-params", S(dump_params), 0, 0, TR, "write the final parameters as raw float32 (tests)"},
     {"debug-nan-from-step", L(debug_nan_from_step), 0, BIG, TR, "tests: make gradients non-finite from this 1-based step on (0: off)"},
+    {"profile", I(profile), 0, 1, TR, "1: time every step by op class (matmul, attention, layernorm, gelu, loss, optimizer, embed, bf16 convert, comm wait, data wait) and print rank 0's breakdown at the end (costs ~1 clock read per op)"},
     {"threads", I(threads), 0, 1024, TR | EV, "OpenMP threads per rank (0: OMP_NUM_THREADS)"},
     {"peak-gflops", D(peak_gflops), 0, 1e9, TR, "per-rank peak GFLOP/s for MFU (0: measure a 1 s matmul)"},
     {"bucket-mb", D(bucket_mb), 0.001, 4096, TR, "gradient all-reduce bucket size in MB"},

@@ -64,6 +64,7 @@ typedef struct {
     long debug_nan_from_step;      /* tests: poison gradients from this step on (0: off) */
     /* machine */
     int threads;                   /* OpenMP threads per rank (0: leave as is) */
+    int profile;                   /* 1: print rank 0's per-op-class step breakdown at the end */
     double peak_gflops;            /* per-rank peak for MFU (0: measure) */
     double bucket_mb;              /* gradient all-reduce bucket size */
     int eval_batch_size;           /* per rank */

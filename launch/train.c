@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "ops.h"
+#include "prof.h"
 
 static volatile sig_atomic_t g_signal = 0;
 
@@ -281,6 +282,14 @@ static void dump_params(const FlipModel *m, const char *path) {
     FLIP_CHECK(fclose(f) == 0, "--dump-params %s: close failed", path);
 }
 
+/* comm_buckets_ready (starts bucket all-reduces from inside backward) timed as
+ * comm wait under --profile */
+static void ready_profiled(void *ctx, size_t offset, size_t count) {
+    FLIP_PROF_BEGIN(FLIP_PROF_COMM);
+    comm_buckets_ready(ctx, offset, count);
+    FLIP_PROF_END();
+}
+
 int train_run(const Options *o) {
     const char *P = "flip-train";
     Train tr;
@@ -497,11 +506,22 @@ int train_run(const Options *o) {
     long wait_steps = 0;
     int exit_code = FLIP_EXIT_OK;
     long step = start;
+    /* --profile: steps after the first (setup, first touch), each timed from
+     * the step boundary to the optimizer update (checkpoints and evals not) */
+    long prof_steps = 0;
+    double prof_seconds = 0.0;
     for (; step < total; step++) {
+        if (o->profile && step == start + 1) {
+            flip_prof_enable(1);
+            flip_prof_reset();
+        }
+        double t_step0 = now_s();
         /* ---- step boundary: signals (any rank's flag stops all) */
         int flags[2] = {(int)g_signal, 0};
         if (t->rank == 0 && o->max_minutes > 0) flags[1] = now_s() - t_train0 > 60.0 * o->max_minutes;
+        FLIP_PROF_BEGIN(FLIP_PROF_COMM); /* also where a slower rank makes the others wait */
         comm_allreduce_max_int(flags, 2);
+        FLIP_PROF_END();
         int sig = flags[0];
         if (flags[1]) {
             save_checkpoint(t, step);
@@ -520,7 +540,9 @@ int train_run(const Options *o) {
             plan_model(t, t->B, N);
             N_cur = N;
         }
+        FLIP_PROF_BEGIN(FLIP_PROF_DATA);
         const LoaderBatch *bt = loader_next(ld);
+        FLIP_PROF_END();
         FLIP_CHECK(bt->B == t->B && bt->step == step, "loader returned batch of step %ld (B %d), expected %ld (B %d)",
                    bt->step, bt->B, step, t->B);
         if (N < Np)
@@ -530,8 +552,11 @@ int train_run(const Options *o) {
         flip_model_zero_grad(m);
         comm_buckets_reset(gb);
         flip_model_forward(m, bt->images, N < Np ? keep : NULL, bt->tokens, bt->lens);
+        FLIP_PROF_BEGIN(FLIP_PROF_COMM);
         comm_allgather_rows(U, m->img_emb, t->B, D);
         comm_allgather_rows(V, m->txt_emb, t->B, D);
+        FLIP_PROF_END();
+        FLIP_PROF_BEGIN(FLIP_PROF_LOSS);
         float tparam = m->params[ls->offset], loss = 0.0f, dt = 0.0f;
         infonce_forward(&loss, probs, m->img_emb, m->txt_emb, U, V, tparam, t->B, t->G, D, rank_off);
         memset(m->dimg_emb, 0, sizeof(float) * (size_t)t->B * D);
@@ -540,19 +565,28 @@ int train_run(const Options *o) {
         memset(dV, 0, sizeof(float) * (size_t)t->G * D);
         infonce_backward(m->dimg_emb, m->dtxt_emb, dU, dV, &dt, 1.0f, probs, m->img_emb, m->txt_emb, U, V, tparam,
                          t->B, t->G, D, rank_off);
+        FLIP_PROF_END();
+        FLIP_PROF_BEGIN(FLIP_PROF_COMM);
         comm_reduce_scatter_rows(m->dimg_emb, dU, t->B, D);
         comm_reduce_scatter_rows(m->dtxt_emb, dV, t->B, D);
+        FLIP_PROF_END();
         if (o->debug_nan_from_step > 0 && step + 1 >= o->debug_nan_from_step && t->rank == 0)
             m->dimg_emb[0] = NAN; /* test hook: one rank's gradient goes bad; the all-reduce spreads it */
         m->grads[ls->offset] += dt;
-        flip_model_backward(m, m->dimg_emb, m->dtxt_emb, comm_buckets_ready, gb);
+        flip_model_backward(m, m->dimg_emb, m->dtxt_emb, ready_profiled, gb);
+        FLIP_PROF_BEGIN(FLIP_PROF_COMM);
         comm_buckets_wait(gb);
         double l = loss;
         comm_allreduce_sum_f64(&l, 1);
+        FLIP_PROF_END();
         /* of the summed gradient; rank 0's value decides on every rank, so the
          * skip and the clip factor cannot differ in the last bits between ranks */
+        FLIP_PROF_BEGIN(FLIP_PROF_OPTIMIZER);
         double gnorm = flip_model_grad_norm(m);
+        FLIP_PROF_END();
+        FLIP_PROF_BEGIN(FLIP_PROF_COMM);
         comm_bcast(&gnorm, sizeof gnorm, 0);
+        FLIP_PROF_END();
         GradBucketStats bs = comm_buckets_stats(gb);
         win_wait += bs.last_wait_seconds;
         wait_total += bs.last_wait_seconds;
@@ -577,6 +611,10 @@ int train_run(const Options *o) {
             opt.lr = lr;
             t->adam_step++;
             flip_model_adamw(m, &opt, scale, t->adam_step);
+        }
+        if (flip_prof_enabled) {
+            prof_seconds += now_s() - t_step0;
+            prof_steps++;
         }
         long done = step + 1;
         if (!calibrated && done == start + 1) t_cal0 = now_s(); /* step 1 (setup, first touch) excluded */
@@ -636,6 +674,17 @@ int train_run(const Options *o) {
         fprintf(stderr, "flip-train: gradient all-reduce %.2f ms/step alone, %.2f ms/step waited after backward: "
                         "%.0f%% hidden behind backward\n",
                 1e3 * iso, 1e3 * mean_wait, iso > 0 ? 100.0 * fmax(0.0, 1.0 - mean_wait / iso) : 0.0);
+    }
+    if (o->profile) {
+        flip_prof_enable(0);
+        if (t->rank == 0 && prof_steps > 0) {
+            char bd[1024];
+            flip_prof_format(bd, sizeof bd, prof_steps, prof_seconds);
+            fprintf(stderr, "flip-train: step breakdown on rank 0 over %ld steps, %.1f ms/step (ms/step, %% of step): %s\n",
+                    prof_steps, 1e3 * prof_seconds / (double)prof_steps, bd);
+        } else if (t->rank == 0) {
+            fprintf(stderr, "flip-train: --profile: no step after the first ran, nothing to report\n");
+        }
     }
     if (o->dump_params[0] && t->rank == 0 && exit_code == FLIP_EXIT_OK) dump_params(m, o->dump_params);
     comm_barrier();
