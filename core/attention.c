@@ -132,6 +132,8 @@ static void sgemm(char ta, char tb, int m, int n, int k, float alpha, const floa
 #define ATT_NR 4            /* 16-float vectors per tile row */
 #define ATT_MAX_T 256       /* largest T the kernel takes */
 #define ATT_KT_FLOATS 16384 /* transposed k / v: hd x Lp floats, 64 KiB on the stack */
+#define ATT_TAIL 4           /* up to this many columns past a multiple of 16 by tail_cols */
+#define ATT_DS_LOCAL 4096   /* dS (T, T) on the stack up to T = 64, else in scratch */
 
 /* exp_neg above, 16 lanes: same reduction and polynomial (with FMA), 2^n by scalef */
 ATT_AVX512 ATT_INLINE __m512 exp_neg_ps(__m512 x) {
@@ -293,17 +295,40 @@ static int att_chunk(int n_blocks) {
     return ch < 1 ? 1 : ch > 64 ? 64 : ch;
 }
 
+/* Sb[r][j] = alpha a_r . b_j for r < R and the tail columns j0 <= j < L
+ * (j0 = 16 floor(L / 16), L - j0 <= ATT_TAIL), as dot products with d in the
+ * lanes: cheaper than a 16-column register chunk that is mostly padding
+ * (T = 49: 13 of 16 lanes). Columns L..j0+16 of Sb are set to 0. */
+ATT_AVX512 static void tail_cols(float *Sb, int lds, const float *A, size_t lda, const float *Bm,
+                                 size_t ldb, int R, int j0, int L, int hd, float alpha) {
+    for (int r = 0; r < R; r++) {
+        float *row = Sb + (size_t)r * lds;
+        const float *a = A + (size_t)r * lda;
+        _mm512_store_ps(row + j0, _mm512_setzero_ps());
+        for (int j = j0; j < L; j++) {
+            const float *b = Bm + (size_t)j * ldb;
+            __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b));
+            for (int d = 16; d < hd; d += 16)
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc);
+            row[j] = alpha * _mm512_reduce_add_ps(acc);
+        }
+    }
+}
+
 /* forward of one (b, h): q, k, v (T, hd) with row stride C3, P (T, T), o (T, hd) row stride C */
 ATT_AVX512 static void fwd_block(float *o, size_t C, float *P, const float *q, const float *k,
                                  const float *v, size_t C3, int T, int L, int hd, float scale) {
     float kT[ATT_KT_FLOATS] __attribute__((aligned(64)));
     float Sb[ATT_MR * ATT_MAX_T] __attribute__((aligned(64)));
     int Lp = (L + 15) / 16 * 16, nL = Lp / 16;
-    transpose_rows(kT, k, C3, L, Lp, hd, scale);
+    int j0 = L / 16 * 16, tail = L - j0 > 0 && L - j0 <= ATT_TAIL;
+    int Lk = tail ? j0 : Lp; /* columns by register tiles */
+    transpose_rows(kT, k, C3, tail ? j0 : L, Lk, hd, scale);
     for (int i0 = 0, R; i0 < T; i0 += R) {
         R = tile_rows(T - i0);
         /* S rows i0.. (R, Lp) = (s q) k^T, zero columns beyond L */
-        tiles(Sb, Lp, q + (size_t)i0 * C3, C3, 1, kT, Lp, hd, R, nL, 0);
+        tiles(Sb, Lp, q + (size_t)i0 * C3, C3, 1, kT, Lk, hd, R, Lk / 16, 0);
+        if (tail) tail_cols(Sb, Lp, q + (size_t)i0 * C3, C3, k, C3, R, j0, L, hd, scale);
         for (int r = 0; r < R; r++) {
             float *s = Sb + (size_t)r * Lp;
             float *p = P + (size_t)(i0 + r) * T;
@@ -336,13 +361,18 @@ ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, float *dS, con
                                  size_t C3, int T, int L, int hd, float scale) {
     float vT[ATT_KT_FLOATS] __attribute__((aligned(64)));
     float Sb[ATT_MR * ATT_MAX_T] __attribute__((aligned(64)));
+    float dS_local[ATT_DS_LOCAL] __attribute__((aligned(64)));
     int Lp = (L + 15) / 16 * 16, nL = Lp / 16;
-    transpose_rows(vT, v, C3, L, Lp, hd, 1.0f);
+    int j0 = L / 16 * 16, tail = L - j0 > 0 && L - j0 <= ATT_TAIL;
+    int Lk = tail ? j0 : Lp; /* columns by register tiles */
+    if ((size_t)T * T <= ATT_DS_LOCAL) dS = dS_local; /* small T: dS never leaves L1/L2 */
+    transpose_rows(vT, v, C3, tail ? j0 : L, Lk, hd, 1.0f);
     __m512 vs = _mm512_set1_ps(scale);
     for (int i0 = 0, R; i0 < T; i0 += R) {
         R = tile_rows(T - i0);
         /* dP rows i0.. (R, Lp) = dout v^T */
-        tiles(Sb, Lp, g + (size_t)i0 * C, C, 1, vT, Lp, hd, R, nL, 0);
+        tiles(Sb, Lp, g + (size_t)i0 * C, C, 1, vT, Lk, hd, R, Lk / 16, 0);
+        if (tail) tail_cols(Sb, Lp, g + (size_t)i0 * C, C, v, C3, R, j0, L, hd, 1.0f);
         /* s dS = s P * (dP - rowsum(dP * P)) on the first L columns */
         for (int r = 0; r < R; r++) {
             const float *dp = Sb + (size_t)r * Lp;
@@ -414,8 +444,10 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
     int hd = C / H, n_bh = B * H;
     size_t C3 = 3 * (size_t)C;
     float scale = (float)(1.0 / sqrt((double)hd));
+    int dS_in_scratch = 1;
 #ifdef ATT_HAVE_AVX512
     int fast = att_fast_ok(T, hd);
+    if (fast && (size_t)T * T <= ATT_DS_LOCAL) dS_in_scratch = 0;
 #endif
     int ch = att_chunk(n_bh);
 #pragma omp parallel for schedule(dynamic, ch)
@@ -437,7 +469,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
             }
             prefetch_rows(dout + (size_t)b1 * T * C + (size_t)h1 * hd, C, T, hd, 0);
             prefetch_rows(P + (size_t)T * T, T, T, T, 0);
-            prefetch_rows(dS + (size_t)T * T, T, T, T, 1);
+            if (dS_in_scratch) prefetch_rows(dS + (size_t)T * T, T, T, T, 1);
         }
 #ifdef ATT_HAVE_AVX512
         if (fast) {
