@@ -257,7 +257,7 @@ int main(void) {
     /* oneDNN sgemm fallback: hd not a multiple of 16, or T > 256 */
     check_shape(2, 5, 8, 1, lens_a, 10);        /* T = 5 padded, H = 1, hd 8 */
     check_shape(2, 17, 160, 2, lens_80, 11);    /* hd 80 (vit-h14), L = 17 = T and 5 */
-    check_shape(3, 33, 24, 3, lens_33, 12);     /* hd 8, T = 33 */
+    check_shape(2, 33, 24, 3, lens_33, 12);     /* hd 8, T = 33 */
     check_shape(1, 260, 32, 2, NULL, 13);       /* hd 16, T = 260 > 256 */
     /* AVX-512 kernel (on a CPU with AVX-512F; else the fallback again) */
     check_shape(3, 5, 64, 2, lens_b, 20);       /* hd 32, a length-1 sample */
@@ -267,15 +267,15 @@ int main(void) {
     check_shape(2, 2, 32, 2, lens_2, 42);       /* T = 2, hd 16 */
     check_shape(3, 15, 128, 2, lens_15, 43);    /* T = 15, hd 64 */
     check_shape(2, 16, 48, 3, NULL, 44);        /* T = 16, hd 16 */
-    check_shape(3, 17, 192, 3, lens_17, 45);    /* T = 17 (tiny + CLS at 0.75), L 17/16/1 */
+    check_shape(3, 17, 192, 3, lens_17, 45);    /* T = 17, L 17/16/1 (tail column) */
     check_shape(2, 31, 64, 4, lens_31, 46);     /* T = 31, hd 16 */
     check_shape(4, 32, 192, 6, lens_text, 50);  /* text: T = 32, hd 32, padding */
     check_shape(2, 33, 128, 2, lens_33, 51);    /* T = 33, L 33/32 */
     check_shape(2, 49, 384, 6, NULL, 60);       /* ViT-S at mask 0.75, hd 64 */
-    check_shape(2, 50, 384, 6, NULL, 61);       /* ViT-S + CLS at mask 0.75 */
+    check_shape(2, 50, 384, 6, NULL, 61);       /* T = 50 (2 tail columns) */
     check_shape(4, 64, 32, 2, lens_64, 62);     /* T = 64, hd 16, L 64/63/48/1 */
     check_shape(2, 65, 128, 2, lens_65, 63);    /* T = 65, hd 64 */
-    check_shape(2, 197, 128, 2, lens_197, 64);  /* T = 197 (ViT-S unmasked + CLS), hd 64 */
+    check_shape(2, 197, 128, 2, lens_197, 64);  /* T = 197 (5 past 192: padded chunk), L 100 (4: tail) */
     check_threads(3, 50, 192, 3, NULL);
     check_threads(4, 32, 192, 3, lens_text);
     check_threads(2, 17, 160, 2, NULL);         /* fallback */
