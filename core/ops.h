@@ -66,6 +66,10 @@ void gelu_forward(float *out, const float *inp, size_t n);
 void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 void gelu_forward_ref(float *out, const float *inp, size_t n);
 void gelu_backward_ref(float *dinp, const float *dout, const float *inp, size_t n);
+/* dinp = GELU'(inp) * dout, overwriting dinp (never read): the dpre of
+ * linear_gelu_backward in one pass (no zeroing, no read of dinp) */
+void gelu_backward_store(float *dinp, const float *dout, const float *inp, size_t n);
+void gelu_backward_store_ref(float *dinp, const float *dout, const float *inp, size_t n);
 
 /* ---- attention.c: multi-head self-attention core (no projections).
  * qkv (B, T, 3C): per token [q (C) | k (C) | v (C)], head h owns columns

@@ -4,6 +4,7 @@
  * double on the reference path, the adjoint identity <dy, L dx> = <L^T dy, dx>
  * on the fast path, trust checks, and primitive-cache reuse. */
 #include <math.h>
+#include <omp.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
@@ -260,6 +261,57 @@ static void check_fatal(void) {
     EXPECT_FATAL("flip_matmul_spec_init ndims 5", flip_matmul_spec_init(&s, 5));
 }
 
+/* linear_gelu on gelu.c's kernels: out of linear_gelu_forward is bit for bit
+ * linear_gelu_activation(pre) (the model recomputes it in backward) for any
+ * thread count; the dpre that linear_gelu_backward leaves in scratch is
+ * gelu_backward_store(dout, pre), never read before written (scratch NaN), and
+ * within TOL_GELU_* of dout GELU'(pre) computed in double. M*OC = 99 * 1000:
+ * above the kernel's parallel threshold, not a multiple of 16. */
+static void check_gelu_kernel(void) {
+    const int M = 99, IC = 24, OC = 1000;
+    size_t nx = (size_t)M * IC, nw = (size_t)OC * IC, ny = (size_t)M * OC;
+    float *x = falloc(nx), *w = falloc(nw), *b = falloc(OC), *dy = falloc(ny), *y = falloc(ny);
+    float *pre = falloc(ny), *h = falloc(ny), *scr = falloc(ny), *want = falloc(ny);
+    float *dx = flip_calloc(nx, sizeof(float), "dx");
+    fill(x, nx, 401, 1.0);
+    fill(w, nw, 402, 3.0 / sqrt((double)IC)); /* pre ~ N(0, 9): both tails of GELU */
+    fill(b, OC, 403, 0.5);
+    fill(dy, ny, 404, 1.0);
+    linear_gelu_forward(y, pre, x, w, b, M, IC, OC);
+    int nt0 = omp_get_max_threads();
+    size_t n_diff = 0;
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        nan_fill(h, ny);
+        linear_gelu_activation(h, pre, ny);
+        n_diff += (size_t)(memcmp(h, y, ny * sizeof(float)) != 0);
+    }
+    omp_set_num_threads(nt0);
+    TEST_CHECK(n_diff == 0, "linear_gelu_activation(pre) == linear_gelu_forward out bit for bit, 1-3 threads (%zu differ)",
+               n_diff);
+    nan_fill(scr, ny);
+    linear_gelu_backward(dx, NULL, NULL, scr, dy, pre, x, w, M, IC, OC);
+    gelu_backward_store(want, dy, pre, ny);
+    TEST_CHECK(memcmp(scr, want, ny * sizeof(float)) == 0,
+               "linear_gelu_backward dpre (NaN-filled scratch) == gelu_backward_store(dout, pre)");
+    /* |dpre - dout GELU'| <= |dout| (ATOL + RTOL |GELU'|) + rounding of the product */
+    size_t n_bad = 0;
+    double worst = 0.0;
+    for (size_t i = 0; i < ny; i++) {
+        double p = pre[i];
+        double gp = 0.5 * erfc(-p * 0.70710678118654752440) + p * 0.39894228040143267794 * exp(-0.5 * p * p);
+        double ad = fabs((double)dy[i]), err = fabs((double)scr[i] - (double)dy[i] * gp);
+        double bound = ad * (TOL_GELU_ATOL + TOL_GELU_RTOL * fabs(gp)) + TOL_GELU_RTOL * ad * fabs(gp);
+        if (err > bound) n_bad++;
+        if (ad > 0 && err / ad > worst) worst = err / ad;
+    }
+    TEST_CHECK(n_bad == 0, "linear_gelu dpre vs dout GELU'(pre) in double: max |err| / |dout| %.3g, %zu of %zu out of bound",
+               worst, n_bad, ny);
+    test_trust_grad("linear_gelu dpre", scr, ny, 0.01);
+    float *bufs[] = {x, w, b, dy, y, pre, h, scr, want, dx};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
+}
+
 int main(void) {
     /* odd shapes */
     check_shape(1, 7, 5, 1, 0);
@@ -277,5 +329,6 @@ int main(void) {
     check_adjoint(128, 384, 384);
     check_cache();
     check_fatal();
+    check_gelu_kernel();
     return test_finish();
 }

@@ -7,6 +7,8 @@
  * path of a random linear functional of the outputs at sampled coordinates;
  * adjoint check for keep_gather; trust checks on every gradient; the fatal
  * paths for bad token ids and widths through a longjmp abort hook. */
+#include <float.h>
+#include <omp.h>
 #include <setjmp.h>
 #include <string.h>
 
@@ -229,6 +231,163 @@ static void test_gelu(size_t n) {
     fd_check(what, x, n, dxr, 32, 1e-3, gelu_f, &c);
     float *bufs[] = {x, y, yr, dy, dx, dxr, base};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+}
+
+/* ---- gelu: the fast kernel against the exact value ----
+ * Exact GELU and GELU' in double through erfc (no 1 + erf cancellation for
+ * x < 0): 0.5 x erfc(-x / sqrt 2) and 0.5 erfc(-x / sqrt 2) + x phi(x). */
+static double gelu_exact(double x) { return 0.5 * x * erfc(-x * 0.70710678118654752440); }
+static double gelu_deriv_exact(double x) {
+    return 0.5 * erfc(-x * 0.70710678118654752440) + x * 0.39894228040143267794 * exp(-0.5 * x * x);
+}
+
+/* x: a dense sweep of [-12, 12], random N(0, 9) values and special inputs
+ * (+-0, subnormals, tiny, the 12.9 cut-off, huge, FLT_MAX); n = 2^20 + 61,
+ * not a multiple of 16. Checks GELU, GELU' (gelu_backward_store with dout 1)
+ * and gelu_backward (+=) against the exact value with TOL_GELU_*; the large-x
+ * limits exactly; +-inf and NaN; every result independent of the position in
+ * the array (vector body vs remainder) and of the thread count. */
+static void test_gelu_exact(void) {
+    const size_t n_sweep = (size_t)1 << 20, n_rand = 40;
+    const float special[] = {0.0f, -0.0f, 1e-40f, -1e-40f, 1.4e-45f, -1.4e-45f, 1e-30f, -1e-30f,
+                             1e-8f, -1e-8f, 0.75179f, -0.75179f, 5.5f, -5.5f, 12.9f, -12.9f,
+                             12.900001f, -12.900001f, 13.5f, -13.5f, 100.0f, -100.0f, 1e10f,
+                             -1e10f, 3e38f, -3e38f, FLT_MAX, -FLT_MAX};
+    const size_t n_special = sizeof special / sizeof *special;
+    const size_t n = n_sweep + n_rand + n_special;
+    float *x = fbuf(n), *y = fbuf(n), *gp = fbuf(n), *one = fbuf(n), *dx = fbuf(n), *s = fbuf(n),
+          *base = fbuf(n), *dsign = fbuf(n);
+    double *ry = dbuf(n), *rg = dbuf(n), *racc = dbuf(n);
+    for (size_t i = 0; i < n_sweep; i++) x[i] = (float)(-12.0 + 24.0 * (double)i / (double)(n_sweep - 1));
+    fill_normal(x + n_sweep, n_rand, 3.0);
+    memcpy(x + n_sweep + n_rand, special, sizeof special);
+    for (size_t i = 0; i < n; i++) one[i] = 1.0f;
+    char what[160];
+
+    gelu_forward(y, x, n);
+    gelu_backward_store(gp, one, x, n);
+    for (size_t i = 0; i < n; i++) {
+        ry[i] = gelu_exact(x[i]);
+        rg[i] = gelu_deriv_exact(x[i]);
+    }
+    snprintf(what, sizeof what, "gelu_forward vs exact (sweep [-12,12] + random + special, n=%zu)", n);
+    test_close(what, y, ry, n, TOL_GELU_ATOL, TOL_GELU_RTOL);
+    snprintf(what, sizeof what, "gelu_backward_store (dout 1) = GELU' vs exact, n=%zu", n);
+    test_close(what, gp, rg, n, TOL_GELU_ATOL, TOL_GELU_RTOL);
+    /* x < 0 keeps its relative accuracy (no 1 + erf cancellation) down to -12.9 */
+    {
+        double worst = 0.0;
+        for (size_t i = 0; i < n; i++)
+            if (x[i] < 0.0f && x[i] >= -12.9f && fabs(ry[i]) >= FLT_MIN)
+                worst = fmax(worst, fabs((double)y[i] - ry[i]) / fabs(ry[i]));
+        TEST_CHECK(worst <= TOL_GELU_NEG_RTOL, "gelu x in [-12.9, 0) relative error (outputs down to 3e-37): max %.3g", worst);
+    }
+
+    /* += semantics: dout +-1 or +-0.5 (exact products), prefilled dinp */
+    fill_normal(base, n, 1.0);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t k = rng_below(&g_rng, 4);
+        dsign[i] = (k & 1 ? -1.0f : 1.0f) * (k & 2 ? 0.5f : 1.0f);
+        racc[i] = (double)base[i] + (double)dsign[i] * rg[i];
+    }
+    memcpy(dx, base, n * sizeof(float));
+    gelu_backward(dx, dsign, x, n);
+    snprintf(what, sizeof what, "gelu_backward (+=, dout +-1/+-0.5) vs exact, n=%zu", n);
+    test_close(what, dx, racc, n, TOL_GELU_ATOL, TOL_GELU_RTOL);
+    /* the store variant never reads dinp */
+    for (size_t i = 0; i < n; i++) s[i] = NAN;
+    gelu_backward_store(s, dsign, x, n);
+    size_t n_bad = 0;
+    for (size_t i = 0; i < n; i++) n_bad += s[i] != dsign[i] * gp[i];
+    TEST_CHECK(n_bad == 0, "gelu_backward_store into NaN-filled dinp = dout * GELU' (%zu differ)", n_bad);
+
+    /* limits: GELU(x) == x and GELU'(x) == 1 for x >= 6 (|x Phi(-x)| < half an ulp
+     * of x from 5.35 on); -0 / 0 below -12.9; signs of zero kept */
+    n_bad = 0;
+    size_t n_checked = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (x[i] >= 6.0f) {
+            n_checked++;
+            n_bad += y[i] != x[i] || gp[i] != 1.0f;
+        } else if (x[i] < -12.9f) {
+            n_checked++;
+            n_bad += y[i] != 0.0f || !signbit(y[i]) || gp[i] != 0.0f;
+        }
+    }
+    TEST_CHECK(n_bad == 0 && n_checked > 1000,
+               "gelu large |x|: x >= 6 -> (x, 1), x < -12.9 -> (-0, 0) exactly (%zu of %zu differ)",
+               n_bad, n_checked);
+    {
+        const float zin[2] = {0.0f, -0.0f};
+        float zo[2], zg[2];
+        gelu_forward(zo, zin, 2);
+        gelu_backward_store(zg, one, zin, 2);
+        TEST_CHECK(zo[0] == 0.0f && !signbit(zo[0]) && zo[1] == 0.0f && signbit(zo[1]) &&
+                       zg[0] == 0.5f && zg[1] == 0.5f,
+                   "gelu(+0) = +0, gelu(-0) = -0, gelu'(+-0) = 0.5 (got %g %g %g %g)", (double)zo[0],
+                   (double)zo[1], (double)zg[0], (double)zg[1]);
+    }
+    /* +-inf -> the limits; NaN -> NaN on every entry point */
+    {
+        const float sin_[4] = {INFINITY, -INFINITY, NAN, -NAN};
+        float so[4], sg[4], sa[4] = {0, 0, 0, 0};
+        gelu_forward(so, sin_, 4);
+        gelu_backward_store(sg, one, sin_, 4);
+        gelu_backward(sa, one, sin_, 4);
+        TEST_CHECK(so[0] == INFINITY && so[1] == 0.0f && sg[0] == 1.0f && sg[1] == 0.0f &&
+                       sa[0] == 1.0f && sa[1] == 0.0f,
+                   "gelu(+inf) = inf, gelu(-inf) = 0, gelu'(+inf) = 1, gelu'(-inf) = 0 (got %g %g %g %g %g %g)",
+                   (double)so[0], (double)so[1], (double)sg[0], (double)sg[1], (double)sa[0],
+                   (double)sa[1]);
+        TEST_CHECK(isnan(so[2]) && isnan(so[3]) && isnan(sg[2]) && isnan(sg[3]) && isnan(sa[2]) &&
+                       isnan(sa[3]),
+                   "gelu NaN in -> NaN out (forward, store, +=)");
+    }
+
+    /* position independence: a suffix x + k gives the same bits as the full
+     * array (each element once through the 16-wide body, once through the
+     * remainder code), and a single element too */
+    {
+        const size_t m = 4096 + 13;
+        float *z = fbuf(m), *zg = fbuf(m);
+        size_t n_diff = 0;
+        for (size_t k = 1; k <= 17; k++) {
+            gelu_forward(z, x + 700000 + k, m - k);
+            gelu_backward_store(zg, one, x + 700000 + k, m - k);
+            n_diff += (size_t)memcmp(z, y + 700000 + k, (m - k) * sizeof(float)) != 0;
+            n_diff += (size_t)memcmp(zg, gp + 700000 + k, (m - k) * sizeof(float)) != 0;
+        }
+        for (size_t i = n_sweep; i < n; i++) {
+            gelu_forward(z, x + i, 1);
+            gelu_backward_store(zg, one, x + i, 1);
+            n_diff += memcmp(z, y + i, sizeof(float)) != 0 || memcmp(zg, gp + i, sizeof(float)) != 0;
+        }
+        TEST_CHECK(n_diff == 0, "gelu results independent of position in the array (%zu differ)", n_diff);
+        flip_free(z);
+        flip_free(zg);
+    }
+    /* thread count: 1, 2, 3 threads give the same bits (n above the parallel threshold) */
+    {
+        int nt0 = omp_get_max_threads();
+        size_t n_diff = 0;
+        for (int t = 1; t <= 3; t++) {
+            omp_set_num_threads(t);
+            gelu_forward(s, x, n);
+            n_diff += (size_t)memcmp(s, y, n * sizeof(float)) != 0;
+            gelu_backward_store(s, one, x, n);
+            n_diff += (size_t)memcmp(s, gp, n * sizeof(float)) != 0;
+            memcpy(s, base, n * sizeof(float));
+            gelu_backward(s, dsign, x, n);
+            n_diff += (size_t)memcmp(s, dx, n * sizeof(float)) != 0;
+        }
+        omp_set_num_threads(nt0);
+        TEST_CHECK(n_diff == 0, "gelu 1, 2, 3 threads bit-identical (%zu of 9 runs differ)", n_diff);
+    }
+    float *bufs[] = {x, y, gp, one, dx, s, base, dsign};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+    flip_free(ry);
+    flip_free(rg);
+    flip_free(racc);
 }
 
 /* ---- softmax ---- */
@@ -709,6 +868,7 @@ int main(void) {
     test_gelu(17);
     test_gelu(1000);
     test_gelu(100003);
+    test_gelu_exact();
 
     test_softmax(1, 1, 1.0);
     test_softmax(3, 7, 1.0);
