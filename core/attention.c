@@ -9,17 +9,39 @@
  * Masked keys have P = 0, hence dS = 0 in their column: dK and dV of padded
  * positions receive exactly zero.
  *
- * Fast path: one OpenMP loop over the B*H (sample, head) pairs; each pair runs
- * its products as oneDNN sgemm calls (single-threaded inside the loop) on the
- * head's columns read in place from qkv (B, T, 3C) — row stride 3C, k^T and
- * P^T by the transpose flags, no copies — with the masked softmax / dS rows in
- * between while the (T, T) block is still in cache; out and dqkv are written in
- * place (dqkv with beta = 1, i.e. +=). Only the L = lens[b] valid keys enter
- * the products, so padding costs nothing and padded keys' dK, dV are never
- * touched. Measured against one batched 4-D strided oneDNN matmul per product
- * (the first version): forward 0-16 %, backward 12-18 % faster (bench_ops,
- * 1 thread, CPU clock, ViT-S and tiny shapes), mostly from keeping S/P in
- * cache between the products.
+ * Both fast paths: one OpenMP loop over the B*H (sample, head) blocks in
+ * dynamic chunks of consecutive blocks; a block is computed by one thread in
+ * a fixed order, so results do not depend on the thread count. Only the
+ * L = lens[b] valid keys enter the products, so padding costs nothing and
+ * padded keys' dK, dV are never touched. Each block prefetches the next
+ * block of its chunk into L2 (the heads' 64-float pieces of 3C-float rows
+ * defeat the hardware prefetchers; 1.2-1.6x at T = 16 when qkv is not in L2).
+ *
+ * AVX-512 kernel (CPU with AVX-512F at run time, hd % 16 == 0, T <= 256;
+ * compiled with a target attribute, no -march needed), per block:
+ *   k (v in backward) transposed to (hd, L) on the stack by 16x16 in-register
+ *   transposes, s folded into k; then per tile of 3-4 query rows:
+ *   S rows = q k^T as register tiles (up to 4 rows x 4 vectors of 16 keys,
+ *   16 zmm accumulators, q by scalar broadcasts); 1-4 keys past a multiple of
+ *   16 as dot products instead of a mostly-padding 16-key vector; masked
+ *   softmax in zmm (exp_neg's reduction and polynomial with FMA, 2^n by
+ *   scalef), P rows stored to att; out rows = P v while P is in L1.
+ *   Backward per row tile: dP rows = dout v^T, s dS rows (on the stack for
+ *   T <= 64, else in scratch), dQ rows += (s dS) k; then dV += P^T dout and
+ *   dK += (s dS)^T q by the same tile kernel reading P / dS by columns.
+ *   Accumulation is fp32 FMA in a fixed order (differences to the sgemm path
+ *   are fp32 rounding).
+ * oneDNN sgemm fallback (no AVX-512F, hd % 16 != 0 (8, 80: vit-h14), T > 256): the
+ * products as single-threaded dnnl_sgemm calls on the head's columns read in
+ * place (row stride 3C, transposes by flags), masked softmax / dS rows between
+ * them while the (T, T) block is in cache, dqkv with beta = 1 (+=).
+ * Measured, kernel vs the sgemm path (bench_ops 1 thread, CPU clock, runs
+ * back to back on the shared 2-core Zen 4; B 64 ViT-S, B 256 tiny, data
+ * mostly out of cache): fwd T 16: 2.9x, 32: 1.1-1.5x, 49: 1.15-1.4x,
+ * 64: 1.1-1.2x, 98: 1.2x, 196: 1.05-1.2x; bwd T 16: 1.6-1.7x, 32: 1.2-1.35x,
+ * 49-196: 1.0-1.05x (memory-bound there: qkv, dqkv, dout, att stream once;
+ * with data in L2 the kernel's bwd is 1.15-1.25x and fwd 1.3-3x faster, up
+ * to ~75 / ~90 GFLOP/s fwd / bwd of the ~95 GFLOP/s sgemm peak per core).
  * Reference twins: plain loops with double accumulation.
  */
 #include <float.h>
