@@ -47,7 +47,7 @@
 
 #define GELU_INV_SQRT2 0.70710678118654752440
 #define GELU_INV_SQRT_2PI 0.39894228040143267794
-#define GELU_MHALF_LOG2E -0.72134752044448170368f /* -log2(e) / 2: exp(-a^2/2) = 2^(a^2 GELU_MHALF_LOG2E) */
+#define GELU_MHALF_LOG2E (-0.72134752044448170368f) /* -log2(e)/2: exp(-a^2/2) = 2^(a^2 this) */
 #define GELU_CUT 12.9f           /* phi(12.9) = 3e-37: beyond, g and d are 0 */
 #define GELU_PAR_MIN 32768       /* below: one thread (fork/join costs more) */
 
