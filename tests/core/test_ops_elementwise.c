@@ -294,6 +294,18 @@ static void test_gelu_exact(void) {
     gelu_backward(dx, dsign, x, n);
     snprintf(what, sizeof what, "gelu_backward (+=, dout +-1/+-0.5) vs exact, n=%zu", n);
     test_close(what, dx, racc, n, TOL_GELU_ATOL, TOL_GELU_RTOL);
+    /* fast vs _ref twin (float-rounded double), random dout */
+    {
+        float *dr = fbuf(n), *got = fbuf(n), *want = fbuf(n);
+        fill_normal(dr, n, 1.0);
+        gelu_backward_store(got, dr, x, n);
+        gelu_backward_store_ref(want, dr, x, n);
+        snprintf(what, sizeof what, "gelu_backward_store vs _ref, n=%zu", n);
+        test_close_f(what, got, want, n, TOL_OP_ATOL, TOL_OP_RTOL);
+        flip_free(dr);
+        flip_free(got);
+        flip_free(want);
+    }
     /* the store variant never reads dinp */
     for (size_t i = 0; i < n; i++) s[i] = NAN;
     gelu_backward_store(s, dsign, x, n);
