@@ -43,7 +43,7 @@ static const OptDef k_opts[] = {
     {"augment", I(augment), 0, 1, TR, "random resized crop + horizontal flip (0 or 1)"},
     {"skip-bad", I(skip_bad), 0, 1, TR | EV, "replace unreadable samples (counted) instead of failing (0 or 1)"},
     {"batch-size", I(batch_size), 0, 1 << 20, TR, "batch per rank (or use --global-batch-size)"},
-    {"global-batch-size", I(global_batch_size), 0, 1 << 24, TR, "global batch G = batch per rank x ranks"},
+    {"global-batch-size", I(global_batch_size), 0, 1 << 24, TR | EV, "global batch G = batch per rank x ranks (flip-eval: with --val-data, also the unmasked validation InfoNCE loss at this G, as flip-train logs it)"},
     {"epochs", D(epochs), 0, 1e6, TR, "passes over the training data (or use --train-samples)"},
     {"train-samples", L(train_samples), 0, BIG, TR, "samples to train on in total (or use --epochs)"},
     {"max-minutes", D(max_minutes), 0, 1e7, TR, "stop after this many minutes of training (checkpoint + final eval). Alone (no --epochs/--train-samples) it sets the run length and LR schedule from the step time measured on this machine, so the run is NOT reproducible: it differs between machines, loads and rank counts; give --train-samples for rank-count invariant runs"},

@@ -699,6 +699,10 @@ int train_run(const Options *o) {
 int eval_run(const Options *o) {
     const char *P = "flip-eval";
     char err[4096] = "";
+    if (o->global_batch_size % comm_size() != 0) { /* the same on every rank */
+        say(P, "--global-batch-size %d is not divisible by the %d ranks", o->global_batch_size, comm_size());
+        return FLIP_EXIT_USAGE;
+    }
     FlipConfig cfg;
     CheckpointState st;
     int rc = checkpoint_read_info(o->checkpoint, &cfg, &st, err, sizeof err);
@@ -741,6 +745,21 @@ int eval_run(const Options *o) {
             say(P, "retrieval image->text R@1/5/10 %.1f/%.1f/%.1f%%, text->image %.1f/%.1f/%.1f%% (%ld pairs)",
                 100 * rr.i2t[0], 100 * rr.i2t[1], 100 * rr.i2t[2], 100 * rr.t2i[0], 100 * rr.t2i[1], 100 * rr.t2i[2],
                 rr.n);
+        } else {
+            say(P, "%s", err);
+            exit_code = FLIP_EXIT_ERROR;
+        }
+    }
+    if (o->val_data[0] && o->global_batch_size > 0 && exit_code == FLIP_EXIT_OK) {
+        ValLossResult vr;
+        if (eval_val_loss(&m, o->val_data, o->global_batch_size / comm_size(), o->eval_batch_size, &vr, err,
+                          sizeof err) == 0) {
+            if (comm_rank() == 0)
+                printf("{\"eval\":\"val\",\"checkpoint\":\"%s\",\"step\":%ld,\"n\":%ld,\"batches\":%ld,"
+                       "\"global_batch\":%ld,\"val_loss\":%.9g}\n",
+                       o->checkpoint, st.step, vr.n, vr.n_batches, vr.G, vr.loss);
+            say(P, "val_loss %.4f (unmasked, %ld global batches of %ld of the %ld pairs)", vr.loss, vr.n_batches, vr.G,
+                vr.n);
         } else {
             say(P, "%s", err);
             exit_code = FLIP_EXIT_ERROR;

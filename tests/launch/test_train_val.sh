@@ -12,6 +12,8 @@
 #     the final checkpoint (tests/launch/prog_val_loss: training forward path on
 #     whole batches of 16, reference InfoNCE) within rel 1e-5 (GEMM blocking
 #     differs between 16-row and 3-row batches: float summation order only);
+#   - flip-eval --val-data --global-batch-size 16 on that checkpoint prints the
+#     same loss (1 and 2 ranks); a G not divisible by the ranks is one line, exit 2;
 #   - a validation set smaller than G is skipped with one line, run succeeds.
 set -u
 . "$(dirname "$0")/../lib.sh"
@@ -46,6 +48,26 @@ ref=$("$B/tests/launch_prog_val_loss" "$tmp/logs/np1/checkpoints/step-00000003.h
 got=$(tail -1 "$tmp/loss1")
 awk -v a="$got" -v b="$ref" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d <= 1e-5 * b) }' &&
   ok "final val_loss $got == single-process recomputation $ref (rel 1e-5)" || bad "final val_loss $got != recomputation '$ref'"
+
+# flip-eval --val-data --global-batch-size 16 on the final checkpoint: the same
+# loss as flip-train logged at the end, with 1 and 2 ranks (rel 1e-5)
+ck=$tmp/logs/np1/checkpoints/step-00000003.h5
+for np in 1 2; do
+  if timeout 60 "$MPIEXEC" -np $np --oversubscribe -x OMP_NUM_THREADS "$B/flip-eval" --checkpoint "$ck" \
+       --val-data "$tmp/v" --global-batch-size 16 --eval-batch-size 5 >"$tmp/ev$np.out" 2>"$tmp/ev$np.err"; then
+    ev=$(grep -o '"eval":"val".*"val_loss":[0-9.e+-]*' "$tmp/ev$np.out" | grep -o '[0-9.e+-]*$')
+    [ "$(grep -c '"eval":"val"' "$tmp/ev$np.out")" = 1 ] && grep -q '"n":100,"batches":6,"global_batch":16' "$tmp/ev$np.out" &&
+      awk -v a="$ev" -v b="$got" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d <= 1e-5 * b) }' &&
+      ok "flip-eval np $np: val_loss $ev == flip-train's final $got (rel 1e-5)" ||
+      { bad "flip-eval np $np val_loss '$ev' vs $got"; cat "$tmp/ev$np.out" "$tmp/ev$np.err" >&2; }
+  else
+    bad "flip-eval np $np --val-data --global-batch-size"; cat "$tmp/ev$np.err" >&2
+  fi
+done
+timeout 60 "$MPIEXEC" -np 2 --oversubscribe -x OMP_NUM_THREADS "$B/flip-eval" --checkpoint "$ck" --val-data "$tmp/v" \
+  --global-batch-size 15 >/dev/null 2>"$tmp/ev15.err"; rc=$?
+[ "$rc" = 2 ] && [ "$(grep -c "^flip-eval:" "$tmp/ev15.err")" = 1 ] && grep -q "^flip-eval: --global-batch-size 15 is not divisible by the 2 ranks$" "$tmp/ev15.err" &&
+  ok "flip-eval --global-batch-size 15 on 2 ranks: exit $rc, one line" || { bad "flip-eval G 15 on 2 ranks: exit $rc"; cat "$tmp/ev15.err" >&2; }
 
 # fewer validation pairs than G: skipped with one line naming the data, run completes
 if timeout 60 "$MPIEXEC" -np 2 --oversubscribe -x OMP_NUM_THREADS "$B/flip-train" --train-data "$tmp/d" \
