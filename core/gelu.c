@@ -20,7 +20,7 @@
  *     GELU'(+-inf) = 1 / -0 (where the erf formula gives NaN). NaN in -> NaN out.
  * The range kernels are compiled for AVX-512 / AVX2 / baseline (FLIP_SIMD_CLONES)
  * and GCC vectorises them (#pragma omp simd); the AVX2/AVX-512 clones fuse
- * multiply-adds into FMAs (GELU_CONTRACT), the baseline clone has none.
+ * multiply-adds into FMAs (-ffp-contract=fast, CMakeLists.txt), the baseline clone has none.
  *
  * Measured error against the exact value (double erfc/exp, unrounded) on EVERY
  * finite float x (4.3e9 values; AVX-512 clone = AVX2 clone; baseline clone in []):
@@ -92,17 +92,13 @@ static inline float gelu_mills(float a) {
 }
 
 /* The range kernels let GCC fuse a * b + c into one FMA where the clone has
- * FMA (x86-64-v3/v4): C11 mode otherwise compiles with -ffp-contract=off.
- * Every fusion only drops an intermediate rounding; both forms are measured
- * in the header. The baseline clone has no FMA and keeps mul + add. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define GELU_CONTRACT __attribute__((optimize("fp-contract=fast")))
-#else
-#define GELU_CONTRACT
-#endif
+ * FMA (x86-64-v3/v4): CMakeLists.txt compiles this file with
+ * -ffp-contract=fast (C11 mode is otherwise -ffp-contract=off). Every fusion
+ * only drops an intermediate rounding; both forms are measured in the header.
+ * The baseline clone has no FMA and keeps mul + add. */
 
 /* elements [0, n) of one thread's range */
-FLIP_SIMD_CLONES GELU_CONTRACT
+FLIP_SIMD_CLONES
 static void gelu_forward_range(float *out, const float *inp, size_t n) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) {
@@ -123,13 +119,13 @@ static inline float gelu_deriv(float x) {
     return x >= 0.0f ? 1.0f + d : -d;
 }
 
-FLIP_SIMD_CLONES GELU_CONTRACT
+FLIP_SIMD_CLONES
 static void gelu_backward_range(float *dinp, const float *dout, const float *inp, size_t n) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_deriv(inp[i]);
 }
 
-FLIP_SIMD_CLONES GELU_CONTRACT
+FLIP_SIMD_CLONES
 static void gelu_backward_store_range(float *dinp, const float *dout, const float *inp, size_t n) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_deriv(inp[i]);
