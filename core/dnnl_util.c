@@ -109,10 +109,13 @@ static void build_matmul(PrimEntry *e, const FlipMatmulSpec *s, int bf16) {
     dnnl_engine_t eng = flip_dnnl_engine();
     int nd = s->ndims;
     dnnl_data_type_t in_dt = bf16 ? dnnl_bf16 : dnnl_f32;
+    FLIP_CHECK(bf16 || !(s->src_bf16 || s->wei_bf16 || s->dst_bf16),
+               "flip_matmul: bf16 operands need precision bf16 (flip_set_precision)");
+    FLIP_CHECK(!(s->dst_bf16 && s->accumulate), "flip_matmul: a bf16 destination cannot accumulate");
     dnnl_memory_desc_t src_md, wei_md, dst_md, bias_md;
     make_md(&src_md, nd, s->src_dims, s->src_strides, in_dt);
     make_md(&wei_md, nd, s->wei_dims, s->wei_strides, in_dt);
-    make_md(&dst_md, nd, s->dst_dims, s->dst_strides, dnnl_f32);
+    make_md(&dst_md, nd, s->dst_dims, s->dst_strides, s->dst_bf16 ? dnnl_bf16 : dnnl_f32);
     if (s->has_bias) {
         dnnl_dims_t bd = {1, 1, 1, 1}, bs = {0, 0, 0, 0};
         bd[nd - 1] = s->dst_dims[nd - 1];
@@ -246,13 +249,7 @@ int flip_cpu_has_bf16(void) {
     return cached;
 }
 
-static inline uint16_t bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+#define bf16_round flip_bf16_round
 
 /* The hardware conversion (VCVTNE2PS2BF16, AVX512-BF16): round to nearest
  * even like bf16_round, NaN stays NaN; it flushes denormal inputs to zero,
@@ -381,30 +378,42 @@ static void matmul_key(PrimKey *k, const FlipMatmulSpec *s) {
     k->mm.accumulate = s->accumulate;
     k->mm.gelu = s->gelu;
     k->mm.alpha = s->alpha;
+    k->mm.src_bf16 = s->src_bf16;
+    k->mm.wei_bf16 = s->wei_bf16;
+    k->mm.dst_bf16 = s->dst_bf16;
     k->bf16 = g_precision == FLIP_PRECISION_BF16;
 }
 
-void flip_matmul(const FlipMatmulSpec *s, float *dst, const float *src, const float *wei,
-                 const float *bias) {
+void flip_matmul_mixed(const FlipMatmulSpec *s, void *dst, const void *src, const void *wei,
+                       const float *bias) {
     PrimKey k;
     matmul_key(&k, s);
     PrimEntry *e = cache_get(&k);
     void *h[4] = {(void *)src, (void *)wei, dst, (void *)bias};
-    if (k.bf16) {
+    if (k.bf16 && !(s->src_bf16 && s->wei_bf16)) {
         FLIP_PROF_BEGIN(FLIP_PROF_BF16);
-        size_t ns = span(s->ndims, s->src_dims, s->src_strides);
-        size_t nw = span(s->ndims, s->wei_dims, s->wei_strides);
-        int reuse = g_src_unchanged && src == g_last_src && ns == g_last_ns;
-        uint16_t *bs = bf16_scratch(0, ns), *bw = bf16_scratch(1, nw);
-        convert_operands(bs, reuse ? NULL : src, reuse ? 0 : ns, bw, wei, nw);
-        g_last_src = src;
-        g_last_ns = ns;
-        h[0] = bs;
-        h[1] = bw;
+        size_t ns = s->src_bf16 ? 0 : span(s->ndims, s->src_dims, s->src_strides);
+        size_t nw = s->wei_bf16 ? 0 : span(s->ndims, s->wei_dims, s->wei_strides);
+        const float *fsrc = s->src_bf16 ? NULL : (const float *)src;
+        int reuse = fsrc && g_src_unchanged && fsrc == g_last_src && ns == g_last_ns;
+        uint16_t *bs = ns ? bf16_scratch(0, ns) : NULL, *bw = nw ? bf16_scratch(1, nw) : NULL;
+        convert_operands(bs, reuse ? NULL : fsrc, reuse ? 0 : ns, bw, s->wei_bf16 ? NULL : (const float *)wei, nw);
+        if (fsrc) {
+            g_last_src = fsrc;
+            g_last_ns = ns;
+            h[0] = bs;
+        }
+        if (!s->wei_bf16) h[1] = bw;
         FLIP_PROF_END();
     }
     g_src_unchanged = 0;
     entry_run(e, h);
+}
+
+void flip_matmul(const FlipMatmulSpec *s, float *dst, const float *src, const float *wei,
+                 const float *bias) {
+    FLIP_CHECK(!(s->src_bf16 || s->wei_bf16 || s->dst_bf16), "flip_matmul: bf16 operands go to flip_matmul_mixed");
+    flip_matmul_mixed(s, dst, src, wei, bias);
 }
 
 const char *flip_matmul_impl(const FlipMatmulSpec *s) {

@@ -44,12 +44,19 @@ typedef struct {
     int accumulate;   /* sum post-op: dst += result */
     int gelu;         /* exact (erf) GELU post-op after bias */
     float alpha;      /* output scale (1 when unused) */
+    /* precision bf16 only: the operand already holds bf16 (uint16_t) data, so
+     * it is not converted (src_bf16, wei_bf16), or the result is written as
+     * bf16, rounded to nearest even (dst_bf16; not with accumulate) */
+    int src_bf16, wei_bf16, dst_bf16;
 } FlipMatmulSpec;
 
 void flip_matmul_spec_init(FlipMatmulSpec *s, int ndims);
 /* Runs the spec's primitive (created and cached on first use). */
 void flip_matmul(const FlipMatmulSpec *s, float *dst, const float *src, const float *wei,
                  const float *bias);
+/* The same with operands of the types the spec's *_bf16 flags name. */
+void flip_matmul_mixed(const FlipMatmulSpec *s, void *dst, const void *src, const void *wei,
+                       const float *bias);
 /* oneDNN's implementation name chosen for a spec ("brg:avx512_core", "ref:any", ...) */
 const char *flip_matmul_impl(const FlipMatmulSpec *s);
 
@@ -81,6 +88,20 @@ void flip_matmul_src_unchanged(void);
 /* dst[i] = bf16(src[i]) (round to nearest even, NaN kept NaN), as raw bits; on
  * AVX512-BF16 CPUs by the hardware instruction, which flushes denormals to 0 */
 void flip_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
+
+/* One float <-> bf16 (raw bits): round to nearest even, NaN stays NaN (the
+ * portable rule of flip_f32_to_bf16); widening is exact. Inline so element
+ * loops (LayerNorm, GELU) vectorise them. */
+static inline uint16_t flip_bf16_round(float x) {
+    union { float f; uint32_t u; } v = {x};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
+    v.u += 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)(v.u >> 16);
+}
+static inline float flip_bf16_widen(uint16_t b) {
+    union { uint32_t u; float f; } v = {(uint32_t)b << 16};
+    return v.f;
+}
 
 /* Number of cached primitives (tests check reuse). */
 int flip_dnnl_cache_count(void);

@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "dnnl_util.h"
 #include "ops.h"
 
 #define GELU_INV_SQRT2 0.70710678118654752440
@@ -97,17 +98,26 @@ static inline float gelu_mills(float a) {
  * only drops an intermediate rounding; both forms are measured in the header.
  * The baseline clone has no FMA and keeps mul + add. */
 
+static inline float gelu_value(float x) {
+    float a = fabsf(x);
+    float e = gelu_exp2_neg((a * a) * GELU_MHALF_LOG2E);
+    float g = a * (e * gelu_mills(a));
+    g = a > GELU_CUT ? 0.0f : g;
+    return x >= 0.0f ? x - g : -g;
+}
+
 /* elements [0, n) of one thread's range */
 FLIP_SIMD_CLONES
 static void gelu_forward_range(float *out, const float *inp, size_t n) {
 #pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i], a = fabsf(x);
-        float e = gelu_exp2_neg((a * a) * GELU_MHALF_LOG2E);
-        float g = a * (e * gelu_mills(a));
-        g = a > GELU_CUT ? 0.0f : g;
-        out[i] = x >= 0.0f ? x - g : -g;
-    }
+    for (size_t i = 0; i < n; i++) out[i] = gelu_value(inp[i]);
+}
+
+/* bf16 in, bf16 out (rounded to nearest even) */
+FLIP_SIMD_CLONES
+static void gelu_forward_b_range(uint16_t *out, const uint16_t *inp, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) out[i] = flip_bf16_round(gelu_value(flip_bf16_widen(inp[i])));
 }
 
 /* GELU'(x) for the backward ranges */
@@ -129,6 +139,12 @@ FLIP_SIMD_CLONES
 static void gelu_backward_store_range(float *dinp, const float *dout, const float *inp, size_t n) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_deriv(inp[i]);
+}
+
+FLIP_SIMD_CLONES
+static void gelu_backward_store_b_range(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_deriv(flip_bf16_widen(inp[i]));
 }
 
 /* [*lo, *hi) of thread t of nt: contiguous, boundaries on multiples of 16 floats */
@@ -176,6 +192,32 @@ void gelu_backward_store(float *dinp, const float *dout, const float *inp, size_
         size_t lo, hi;
         gelu_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
         gelu_backward_store_range(dinp + lo, dout + lo, inp + lo, hi - lo);
+    }
+}
+
+void gelu_forward_b(uint16_t *out, const uint16_t *inp, size_t n) {
+    if (n < GELU_PAR_MIN) {
+        gelu_forward_b_range(out, inp, n);
+        return;
+    }
+#pragma omp parallel
+    {
+        size_t lo, hi;
+        gelu_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        gelu_forward_b_range(out + lo, inp + lo, hi - lo);
+    }
+}
+
+void gelu_backward_store_b(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
+    if (n < GELU_PAR_MIN) {
+        gelu_backward_store_b_range(dinp, dout, inp, n);
+        return;
+    }
+#pragma omp parallel
+    {
+        size_t lo, hi;
+        gelu_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        gelu_backward_store_b_range(dinp + lo, dout + lo, inp + lo, hi - lo);
     }
 }
 

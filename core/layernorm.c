@@ -17,6 +17,7 @@
 #include <omp.h>
 
 #include "common.h"
+#include "dnnl_util.h"
 #include "ops.h"
 
 /* Row reductions with 8 independent partial sums: a single float add chain
@@ -24,14 +25,14 @@
  * the compiler use vector adds. */
 #define LN_LANES 8
 
-/* rows [r0, r1) of the forward */
+/* rows [r0, r1) of the forward; out_b non-NULL: the output rounded to bf16
+ * there instead of out */
 FLIP_SIMD_CLONES
-static void ln_forward_rows(float *out, float *mean, float *rstd, const float *inp,
+static void ln_forward_rows(float *out, uint16_t *out_b, float *mean, float *rstd, const float *inp,
                             const float *weight, const float *bias, int r0, int r1, int C) {
     const int C8 = C - C % LN_LANES;
     for (int r = r0; r < r1; r++) {
         const float *x = inp + (size_t)r * C;
-        float *y = out + (size_t)r * C;
         float acc[LN_LANES] = {0};
         for (int i = 0; i < C8; i += LN_LANES)
             for (int j = 0; j < LN_LANES; j++) acc[j] += x[i + j];
@@ -49,7 +50,13 @@ static void ln_forward_rows(float *out, float *mean, float *rstd, const float *i
         for (int i = C8; i < C; i++) v += (x[i] - mu) * (x[i] - mu);
         for (int j = 0; j < LN_LANES; j++) v += vacc[j];
         float rs = 1.0f / sqrtf(v / (float)C + FLIP_LN_EPS);
-        for (int i = 0; i < C; i++) y[i] = (x[i] - mu) * rs * weight[i] + bias[i];
+        if (out_b) {
+            uint16_t *yb = out_b + (size_t)r * C;
+            for (int i = 0; i < C; i++) yb[i] = flip_bf16_round((x[i] - mu) * rs * weight[i] + bias[i]);
+        } else {
+            float *y = out + (size_t)r * C;
+            for (int i = 0; i < C; i++) y[i] = (x[i] - mu) * rs * weight[i] + bias[i];
+        }
         mean[r] = mu;
         rstd[r] = rs;
     }
@@ -61,19 +68,29 @@ static void piece(int n, int parts, int k, int *lo, int *hi) {
     *hi = (int)((long long)n * (k + 1) / parts);
 }
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+static void ln_forward(float *out, uint16_t *out_b, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int M, int C) {
-    // out (M, C), mean (M), rstd (M), inp (M, C), weight (C), bias (C)
     if ((size_t)M * (size_t)C < 16384) {
-        ln_forward_rows(out, mean, rstd, inp, weight, bias, 0, M, C);
+        ln_forward_rows(out, out_b, mean, rstd, inp, weight, bias, 0, M, C);
         return;
     }
 #pragma omp parallel
     {
         int lo, hi;
         piece(M, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-        ln_forward_rows(out, mean, rstd, inp, weight, bias, lo, hi, C);
+        ln_forward_rows(out, out_b, mean, rstd, inp, weight, bias, lo, hi, C);
     }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int M, int C) {
+    // out (M, C), mean (M), rstd (M), inp (M, C), weight (C), bias (C)
+    ln_forward(out, NULL, mean, rstd, inp, weight, bias, M, C);
+}
+
+void layernorm_forward_b(uint16_t *out, float *mean, float *rstd, const float *inp,
+                         const float *weight, const float *bias, int M, int C) {
+    ln_forward(NULL, out, mean, rstd, inp, weight, bias, M, C);
 }
 
 /* Backward in LN_CHUNKS fixed row chunks (independent of the thread count):

@@ -101,6 +101,42 @@ void linear_backward(float *dinp, float *dweight, float *dbias,
     if (dbias) bias_grad(dbias, dout, M, OC);
 }
 
+/* ---- bf16 activations (precision bf16): inp holds bf16 values ---- */
+static void require_bf16(const char *fn) {
+    FLIP_CHECK(flip_get_precision() == FLIP_PRECISION_BF16, "%s: needs precision bf16 (flip_set_precision)", fn);
+}
+
+void linear_forward_b(float *out, uint16_t *out_b, const uint16_t *inp, const float *weight,
+                      const float *bias, int M, int IC, int OC) {
+    check_dims("linear_forward_b", M, IC, OC);
+    require_bf16("linear_forward_b");
+    FLIP_CHECK((out == NULL) != (out_b == NULL), "linear_forward_b: give exactly one of out, out_b");
+    if (M == 0) return;
+    FlipMatmulSpec s;
+    spec2(&s, M, IC, OC, IC, 1, 1, IC);
+    s.has_bias = bias != NULL;
+    s.src_bf16 = 1;
+    s.dst_bf16 = out_b != NULL;
+    flip_matmul_mixed(&s, out_b ? (void *)out_b : (void *)out, inp, weight, bias);
+}
+
+void linear_backward_b(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const uint16_t *inp, const float *weight, int M, int IC, int OC) {
+    check_dims("linear_backward_b", M, IC, OC);
+    require_bf16("linear_backward_b");
+    if (M == 0) return;
+    linear_backward(dinp, NULL, dbias, dout, NULL, weight, M, IC, OC);
+    if (dweight) {
+        /* dweight (OC, IC) += dout^T (OC, M) @ inp (M, IC), inp already bf16 */
+        FlipMatmulSpec s;
+        spec2(&s, OC, M, IC, 1, OC, IC, 1);
+        s.accumulate = 1;
+        s.wei_bf16 = 1;
+        if (dinp) flip_matmul_src_unchanged(); /* dout was just converted for dinp */
+        flip_matmul_mixed(&s, dweight, dout, inp, NULL);
+    }
+}
+
 void linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
                         int M, int IC, int OC) {
     check_dims("linear_forward_ref", M, IC, OC);

@@ -17,7 +17,9 @@
  * tower-shared scratch and recomputed in backward, bit for bit, by the same op
  * calls right before the matmul that needs them (one LN forward per LN and one
  * GELU per block: about 2 % of a step for 37 % less activation memory; the
- * numbers are in benchmarks/RESULTS.md). Residual adds are
+ * numbers are in benchmarks/RESULTS.md). In bf16 precision the LN, fc1, GELU
+ * and attention outputs are kept as bf16 (block_forward_bf16, docs/model.md).
+ * Residual adds are
  * folded into backward by accumulation: the residual-stream gradient buffer
  * `dres` receives += from each LayerNorm backward (da += dout, db += dout).
  * Gradient readiness is reported per weight+bias group in reverse arena order
@@ -35,6 +37,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "dnnl_util.h"
 #include "ops.h"
 #include "prof.h"
 #include "rng.h"
@@ -299,9 +302,11 @@ typedef struct {
     float *qkv;                       /* (M, 3C) */
     float *att;                       /* (B, H, T, T) softmax probabilities */
     float *atty;                      /* (M, C) attention output, input of proj */
+    uint16_t *atty_b;                 /* bf16 activations: atty as bf16 (atty is NULL) */
     float *x1;                        /* (M, C) after the attention residual */
     float *ln2_mean, *ln2_rstd;       /* (M), (M); LN2 output recomputed */
     float *pre;                       /* (M, hidden) fc1 pre-activation; GELU recomputed */
+    uint16_t *pre_b;                  /* bf16 activations: pre as bf16 (pre is NULL) */
     float *x2;                        /* (M, C) block output */
 } BlockActs;
 
@@ -330,6 +335,8 @@ struct FlipActs {
     float *ln;        /* (M, C) a block's LN1 / LN2 output (forward; recomputed in backward) */
     float *h;         /* (M, hidden) a block's GELU output; the same memory as dpre: backward
                          reads h (fc2's dweight) before linear_gelu backward writes dpre */
+    uint16_t *ln_b;   /* bf16 activations: ln and h as bf16 (h_b in dpre's memory too) */
+    uint16_t *h_b;
     float *dres;      /* (M, C) residual-stream gradient */
     float *dln;       /* (M, C) gradient at a LayerNorm output */
     float *datty;     /* (M, C) */
@@ -343,7 +350,7 @@ struct FlipActs {
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
-static void tower_layout(TowerActs *ta, Arena *a, const Tower *tw, int B, int T, int D) {
+static void tower_layout(TowerActs *ta, Arena *a, const Tower *tw, int B, int T, int D, int bf16) {
     size_t M = (size_t)B * (size_t)T, C = (size_t)tw->C, hid = (size_t)tw->hidden;
     ta->B = B;
     ta->T = T;
@@ -355,11 +362,13 @@ static void tower_layout(TowerActs *ta, Arena *a, const Tower *tw, int B, int T,
         b->ln1_rstd = arena_floats(a, M);
         b->qkv = arena_floats(a, M * 3 * C);
         b->att = arena_floats(a, (size_t)B * (size_t)tw->H * (size_t)T * (size_t)T);
-        b->atty = arena_floats(a, M * C);
+        if (bf16) b->atty_b = arena_alloc(a, flip_mul_size(M * C, sizeof(uint16_t), "atty"));
+        else b->atty = arena_floats(a, M * C);
         b->x1 = arena_floats(a, M * C);
         b->ln2_mean = arena_floats(a, M);
         b->ln2_rstd = arena_floats(a, M);
-        b->pre = arena_floats(a, M * hid);
+        if (bf16) b->pre_b = arena_alloc(a, flip_mul_size(M * hid, sizeof(uint16_t), "pre"));
+        else b->pre = arena_floats(a, M * hid);
         b->x2 = arena_floats(a, M * C);
     }
     ta->lnf = arena_floats(a, M * C);
@@ -371,12 +380,12 @@ static void tower_layout(TowerActs *ta, Arena *a, const Tower *tw, int B, int T,
     ta->emb = arena_floats(a, (size_t)B * (size_t)D);
 }
 
-static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N, int Np) {
+static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N, int Np, int bf16) {
     Tower tv = tower_visual(c), tt = tower_text(c);
     int T = c->context, D = c->embed_dim;
     size_t P = (size_t)c->patch * (size_t)c->patch * (size_t)c->channels;
-    tower_layout(&A->vis, a, &tv, B, N, D);
-    tower_layout(&A->txt, a, &tt, B, T, D);
+    tower_layout(&A->vis, a, &tv, B, N, D, bf16);
+    tower_layout(&A->txt, a, &tt, B, T, D, bf16);
     A->patches = arena_floats(a, (size_t)B * (size_t)N * P);
     A->keep_all = arena_alloc(a, flip_mul_size((size_t)B * (size_t)Np, sizeof(int32_t), "keep"));
     A->tokens = arena_alloc(a, flip_mul_size((size_t)B * (size_t)T, sizeof(int32_t), "tokens"));
@@ -392,7 +401,8 @@ static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N
     size_t ATT = max_sz((size_t)B * (size_t)tv.H * (size_t)N * (size_t)N,
                         (size_t)B * (size_t)tt.H * (size_t)T * (size_t)T);
     A->tmp = arena_floats(a, MC);
-    A->ln = arena_floats(a, MC);
+    if (bf16) A->ln_b = arena_alloc(a, flip_mul_size(MC, sizeof(uint16_t), "ln"));
+    else A->ln = arena_floats(a, MC);
     A->dres = arena_floats(a, MC);
     A->dln = arena_floats(a, MC);
     A->datty = arena_floats(a, MC);
@@ -400,6 +410,10 @@ static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N
     A->dh = arena_floats(a, MH);
     A->dpre = arena_floats(a, MH);
     A->h = A->dpre;
+    if (bf16) {
+        A->h = NULL;
+        A->h_b = (uint16_t *)A->dpre;
+    }
     A->datt = arena_floats(a, ATT);
     A->dpooled = arena_floats(a, (size_t)B * max_sz((size_t)tv.C, (size_t)tt.C));
     A->dfeat = arena_floats(a, (size_t)B * (size_t)D);
@@ -428,9 +442,11 @@ void flip_model_plan(FlipModel *m, int B, int N) {
     A->txt.blocks = flip_calloc((size_t)c->text_depth, sizeof(BlockActs), "text block activations");
     Arena plan;
     arena_plan_init(&plan, "activation plan");
-    acts_layout(A, &plan, c, B, N, m->Np);
+    int bf16 = flip_get_precision() == FLIP_PRECISION_BF16 && !m->use_ref;
+    acts_layout(A, &plan, c, B, N, m->Np, bf16);
     arena_init(&m->acts_arena, plan.used_bytes, "activations");
-    acts_layout(A, &m->acts_arena, c, B, N, m->Np);
+    acts_layout(A, &m->acts_arena, c, B, N, m->Np, bf16);
+    m->bf16_acts = bf16;
     FLIP_CHECK(m->acts_arena.used_bytes == plan.used_bytes, "activation plan mismatch (%zu vs %zu bytes)",
                m->acts_arena.used_bytes, plan.used_bytes);
     m->acts = A;
@@ -449,11 +465,48 @@ void flip_model_plan(FlipModel *m, int B, int N) {
 #define PARAM(m, i) ((m)->params + (m)->tensors[(i)].offset)
 #define GRAD(m, i) ((m)->grads + (m)->tensors[(i)].offset)
 
+/* block_forward with bf16 activations (m->bf16_acts; fast ops only): the LN
+ * outputs, fc1's output and the GELU output are produced as bf16 by their ops
+ * and read by the bf16 matmuls as they are, as under torch autocast: fc1's
+ * output is rounded to bf16 before the GELU, the rest is what the bf16 matmuls
+ * would have rounded anyway; the attention output is kept as bf16 (proj reads
+ * nothing else). qkv, the attention core, the residual stream and everything
+ * LayerNorm reads stay f32. */
+static void block_forward_bf16(FlipModel *m, const Tower *tw, int l, BlockActs *b, const float *x,
+                               const int *lens, int B, int T) {
+    FlipActs *A = m->acts;
+    int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
+    float *tmp = A->tmp;
+    size_t MC = (size_t)M * (size_t)C;
+    PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W),
+                                                  PARAM(m, k + BLK_LN1_B), M, C));
+    PROF(FLIP_PROF_MATMUL, linear_forward_b(b->qkv, NULL, A->ln_b, PARAM(m, k + BLK_QKV_W), PARAM(m, k + BLK_QKV_B),
+                                            M, C, 3 * C));
+    /* the attention output goes through tmp (f32) into atty_b (what proj reads) */
+    PROF(FLIP_PROF_ATTENTION, attention_forward(tmp, b->att, b->qkv, lens, B, T, C, tw->H));
+    PROF(FLIP_PROF_BF16, flip_f32_to_bf16(b->atty_b, tmp, MC));
+    PROF(FLIP_PROF_MATMUL, linear_forward_b(tmp, NULL, b->atty_b, PARAM(m, k + BLK_PROJ_W), PARAM(m, k + BLK_PROJ_B),
+                                            M, C, C));
+    PROF(FLIP_PROF_EMBED, residual_forward(b->x1, x, tmp, MC));
+    PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
+                                                  PARAM(m, k + BLK_LN2_B), M, C));
+    PROF(FLIP_PROF_MATMUL, linear_forward_b(NULL, b->pre_b, A->ln_b, PARAM(m, k + BLK_FC1_W),
+                                            PARAM(m, k + BLK_FC1_B), M, C, hid));
+    PROF(FLIP_PROF_GELU, gelu_forward_b(A->h_b, b->pre_b, (size_t)M * (size_t)hid));
+    PROF(FLIP_PROF_MATMUL, linear_forward_b(tmp, NULL, A->h_b, PARAM(m, k + BLK_FC2_W), PARAM(m, k + BLK_FC2_B),
+                                            M, hid, C));
+    PROF(FLIP_PROF_EMBED, residual_forward(b->x2, b->x1, tmp, MC));
+}
+
 /* One pre-LN block: x (M, C) -> b->x2. lens NULL: no padding. */
 static void block_forward(FlipModel *m, const Ops *o, const Tower *tw, int l, BlockActs *b,
                           const float *x, const int *lens, int B, int T) {
     int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
     float *tmp = m->acts->tmp; /* (M, C) */
+    if (m->bf16_acts) {
+        block_forward_bf16(m, tw, l, b, x, lens, B, T);
+        return;
+    }
     float *ln = m->acts->ln, *h = m->acts->h;
     PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(ln, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W), PARAM(m, k + BLK_LN1_B),
               M, C));
@@ -567,12 +620,56 @@ static void report(const FlipModel *m, const Ready *r, int first, int last) {
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
+/* block_backward for bf16 activations: the same steps with the bf16 ops
+ * (recomputing the bf16 LN and GELU outputs bit for bit). */
+static void block_backward_bf16(FlipModel *m, const Tower *tw, int l, const BlockActs *b, const float *x,
+                                const int *lens, int B, int T, const Ready *r) {
+    FlipActs *A = m->acts;
+    int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
+    size_t MC = (size_t)M * (size_t)C, MH = (size_t)M * (size_t)hid;
+    PROF(FLIP_PROF_GELU, gelu_forward_b(A->h_b, b->pre_b, MH));
+    zero(A->dh, MH);
+    PROF(FLIP_PROF_MATMUL, linear_backward_b(A->dh, GRAD(m, k + BLK_FC2_W), GRAD(m, k + BLK_FC2_B), A->dres, A->h_b,
+                                             PARAM(m, k + BLK_FC2_W), M, hid, C));
+    report(m, r, k + BLK_FC2_W, k + BLK_FC2_B);
+    PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
+                                                  PARAM(m, k + BLK_LN2_B), M, C));
+    /* dpre overwrites h_b's memory: fc2's dweight is done with it */
+    PROF(FLIP_PROF_GELU, gelu_backward_store_b(A->dpre, A->dh, b->pre_b, MH));
+    zero(A->dln, MC);
+    PROF(FLIP_PROF_MATMUL, linear_backward_b(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre, A->ln_b,
+                                             PARAM(m, k + BLK_FC1_W), M, C, hid));
+    report(m, r, k + BLK_FC1_W, k + BLK_FC1_B);
+    PROF(FLIP_PROF_LAYERNORM, layernorm_backward(A->dres, GRAD(m, k + BLK_LN2_W), GRAD(m, k + BLK_LN2_B), A->dln, b->x1,
+                                                 b->ln2_mean, b->ln2_rstd, PARAM(m, k + BLK_LN2_W), M, C));
+    report(m, r, k + BLK_LN2_W, k + BLK_LN2_B);
+    zero(A->datty, MC);
+    PROF(FLIP_PROF_MATMUL, linear_backward_b(A->datty, GRAD(m, k + BLK_PROJ_W), GRAD(m, k + BLK_PROJ_B), A->dres,
+                                             b->atty_b, PARAM(m, k + BLK_PROJ_W), M, C, C));
+    report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
+    zero(A->dqkv, 3 * MC);
+    PROF(FLIP_PROF_ATTENTION, attention_backward(A->dqkv, A->datt, A->datty, b->qkv, b->att, lens, B, T, C, tw->H));
+    PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W),
+                                                  PARAM(m, k + BLK_LN1_B), M, C));
+    zero(A->dln, MC);
+    PROF(FLIP_PROF_MATMUL, linear_backward_b(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv, A->ln_b,
+                                             PARAM(m, k + BLK_QKV_W), M, C, 3 * C));
+    report(m, r, k + BLK_QKV_W, k + BLK_QKV_B);
+    PROF(FLIP_PROF_LAYERNORM, layernorm_backward(A->dres, GRAD(m, k + BLK_LN1_W), GRAD(m, k + BLK_LN1_B), A->dln, x,
+                                                 b->ln1_mean, b->ln1_rstd, PARAM(m, k + BLK_LN1_W), M, C));
+    report(m, r, k + BLK_LN1_W, k + BLK_LN1_B);
+}
+
 /* On entry A->dres = d block output; on exit d block input (x). */
 static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, const BlockActs *b,
                            const float *x, const int *lens, int B, int T, const Ready *r) {
     FlipActs *A = m->acts;
     int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
     size_t MC = (size_t)M * (size_t)C;
+    if (m->bf16_acts) {
+        block_backward_bf16(m, tw, l, b, x, lens, B, T, r);
+        return;
+    }
     /* x2 = x1 + fc2(h): d fc2 out = dres; dx1 = dres (kept in place) */
     o->gelu_act(A->h, b->pre, (size_t)M * (size_t)hid); /* recompute h (times itself as gelu) */
     zero(A->dh, (size_t)M * (size_t)hid);

@@ -83,6 +83,9 @@ typedef struct {
     float *memory;   /* owns all four: 4 * n_params floats */
     float *pos_table;/* (Np, C) fixed sin-cos */
     int use_ref;     /* 1: every op runs its _ref twin (tests) */
+    int bf16_acts;   /* set by flip_model_plan: precision bf16 and not use_ref, so the
+                        LN outputs, the fc1 pre-activation and the GELU output are kept
+                        as bf16 (what the bf16 matmuls read) instead of f32 */
     /* planned batch */
     int B, N, Np;
     Arena acts_arena;

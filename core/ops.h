@@ -30,6 +30,16 @@ void linear_forward_ref(float *out, const float *inp, const float *weight, const
 void linear_backward_ref(float *dinp, float *dweight, float *dbias,
                          const float *dout, const float *inp, const float *weight,
                          int M, int IC, int OC);
+/* bf16 activations (precision bf16 only; dnnl_util.h): inp (M, IC) holds
+ * bf16 values (e.g. a LayerNorm or GELU output written as bf16), so it is not
+ * converted again. Forward writes out (f32) or out_b (bf16, rounded to
+ * nearest even): exactly one is non-NULL. Backward as linear_backward with
+ * the bf16 inp feeding dweight. Results equal linear_forward/backward in bf16
+ * precision on the f32 values inp holds. */
+void linear_forward_b(float *out, uint16_t *out_b, const uint16_t *inp, const float *weight,
+                      const float *bias, int M, int IC, int OC);
+void linear_backward_b(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const uint16_t *inp, const float *weight, int M, int IC, int OC);
 /* Fused linear + exact GELU (MLP fc1): pre (M, OC) = inp W^T + b (saved for
  * backward), out (M, OC) = GELU(pre). Backward: dpre = GELU'(pre) * dout, then
  * linear backward. scratch: M*OC floats for dpre. */
@@ -52,6 +62,10 @@ void linear_gelu_activation_ref(float *out, const float *pre, size_t n);
 #define FLIP_LN_EPS 1e-6f
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int M, int C);
+/* The forward with the output rounded to bf16 (nearest even): the same mean,
+ * rstd and values as layernorm_forward, then rounded (bf16 activations). */
+void layernorm_forward_b(uint16_t *out, float *mean, float *rstd, const float *inp,
+                         const float *weight, const float *bias, int M, int C);
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *mean, const float *rstd,
                         const float *weight, int M, int C);
@@ -69,6 +83,11 @@ void gelu_backward_ref(float *dinp, const float *dout, const float *inp, size_t 
 /* dinp = GELU'(inp) * dout, overwriting dinp (never read): the dpre of
  * linear_gelu_backward in one pass (no zeroing, no read of dinp) */
 void gelu_backward_store(float *dinp, const float *dout, const float *inp, size_t n);
+/* bf16 activations: out (bf16) = GELU(inp (bf16)) rounded to nearest even;
+ * dinp = GELU'(inp (bf16)) * dout (overwrites). The same element functions as
+ * gelu_forward / gelu_backward_store on the widened values. */
+void gelu_forward_b(uint16_t *out, const uint16_t *inp, size_t n);
+void gelu_backward_store_b(float *dinp, const float *dout, const uint16_t *inp, size_t n);
 void gelu_backward_store_ref(float *dinp, const float *dout, const float *inp, size_t n);
 
 /* ---- attention.c: multi-head self-attention core (no projections).

@@ -114,6 +114,88 @@ static void check_bound(const char *what, const float *got, const float *ref, co
                rel, worst, bad);
 }
 
+/* the bf16-activation ops (model.c's bf16 path) against the f32 ops on the
+ * same values: bitwise where the same primitive / element function runs */
+static size_t n_diff_f(const float *a, const float *b, size_t n) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return d;
+}
+
+static void test_bf16_activation_ops(void) {
+    enum { M = 130, IC = 96, OC = 200 };
+    Rng r;
+    rng_init(&r, 11, FLIP_RNG_TEST, 3, 0);
+    size_t nx = (size_t)M * IC, ny = (size_t)M * OC, nw = (size_t)OC * IC;
+    float *x = flip_malloc(nx * sizeof(float), "x"), *w = flip_malloc(nw * sizeof(float), "w");
+    float *bias = flip_malloc(OC * sizeof(float), "bias"), *g = flip_malloc(ny * sizeof(float), "g");
+    uint16_t *xb = flip_malloc(nx * sizeof(uint16_t), "xb"), *yb = flip_malloc(ny * sizeof(uint16_t), "yb");
+    float *xw = flip_malloc(nx * sizeof(float), "xw"), *y1 = flip_malloc(ny * sizeof(float), "y1");
+    float *y2 = flip_malloc(ny * sizeof(float), "y2");
+    fill(x, nx, &r);
+    fill(w, nw, &r);
+    fill(bias, OC, &r);
+    fill(g, ny, &r);
+    for (size_t i = 0; i < nx; i++) x[i] *= 3.0f;
+    flip_f32_to_bf16(xb, x, nx);
+    for (size_t i = 0; i < nx; i++) xw[i] = flip_bf16_widen(xb[i]);
+    flip_set_precision(FLIP_PRECISION_BF16);
+
+    /* linear: bf16 input == f32 input holding the same values (same primitive) */
+    linear_forward(y1, xw, w, bias, M, IC, OC);
+    linear_forward_b(y2, NULL, xb, w, bias, M, IC, OC);
+    TEST_CHECK(n_diff_f(y1, y2, ny) == 0, "linear_forward_b (f32 out) == linear_forward on the widened input, bitwise");
+    linear_forward_b(NULL, yb, xb, w, bias, M, IC, OC);
+    size_t far = 0;
+    for (size_t i = 0; i < ny; i++) {
+        float v = flip_bf16_widen(yb[i]);
+        if (!(fabsf(v - y1[i]) <= fabsf(y1[i]) * (1.0f / 256.0f) + 1e-30f)) far++;
+    }
+    TEST_CHECK(far == 0, "linear_forward_b (bf16 out) within 2^-8 relative (one bf16 ulp) of the f32 result: %zu off", far);
+    float *dx1 = flip_calloc(nx, sizeof(float), "dx1"), *dx2 = flip_calloc(nx, sizeof(float), "dx2");
+    float *dw1 = flip_calloc(nw, sizeof(float), "dw1"), *dw2 = flip_calloc(nw, sizeof(float), "dw2");
+    float *db1 = flip_calloc(OC, sizeof(float), "db1"), *db2 = flip_calloc(OC, sizeof(float), "db2");
+    linear_backward(dx1, dw1, db1, g, xw, w, M, IC, OC);
+    linear_backward_b(dx2, dw2, db2, g, xb, w, M, IC, OC);
+    TEST_CHECK(n_diff_f(dx1, dx2, nx) == 0 && n_diff_f(dw1, dw2, nw) == 0 && n_diff_f(db1, db2, OC) == 0,
+               "linear_backward_b == linear_backward on the widened input, bitwise (dinp, dweight, dbias)");
+
+    /* LayerNorm: the f32 forward rounded; same mean / rstd */
+    float lw[IC], lb[IC], mean1[M], rstd1[M], mean2[M], rstd2[M];
+    fill(lw, IC, &r);
+    fill(lb, IC, &r);
+    layernorm_forward(xw, mean1, rstd1, x, lw, lb, M, IC);
+    layernorm_forward_b(xb, mean2, rstd2, x, lw, lb, M, IC);
+    size_t bad = 0;
+    for (size_t i = 0; i < nx; i++) bad += xb[i] != flip_bf16_round(xw[i]);
+    TEST_CHECK(bad == 0 && n_diff_f(mean1, mean2, M) == 0 && n_diff_f(rstd1, rstd2, M) == 0,
+               "layernorm_forward_b == bf16(layernorm_forward), same mean/rstd: %zu differ", bad);
+
+    /* GELU: the f32 element functions on the widened values, rounded */
+    for (size_t i = 0; i < nx; i++) xw[i] = flip_bf16_widen(xb[i]) * 2.0f;
+    flip_f32_to_bf16(xb, xw, nx);
+    for (size_t i = 0; i < nx; i++) xw[i] = flip_bf16_widen(xb[i]);
+    uint16_t *hb = flip_malloc(nx * sizeof(uint16_t), "hb");
+    float *h = flip_malloc(nx * sizeof(float), "h");
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        gelu_forward(h, xw, nx);
+        gelu_forward_b(hb, xb, nx);
+        bad = 0;
+        for (size_t i = 0; i < nx; i++) bad += hb[i] != flip_bf16_round(h[i]);
+        TEST_CHECK(bad == 0, "gelu_forward_b == bf16(gelu_forward) (%d threads): %zu differ", threads, bad);
+        gelu_backward_store(dx1, xw, xw, nx);
+        gelu_backward_store_b(dx2, xw, xb, nx);
+        TEST_CHECK(n_diff_f(dx1, dx2, nx) == 0, "gelu_backward_store_b == gelu_backward_store, bitwise (%d threads)",
+                   threads);
+    }
+    omp_set_num_threads(1);
+    flip_set_precision(FLIP_PRECISION_FP32);
+    flip_free(x); flip_free(w); flip_free(bias); flip_free(g); flip_free(xb); flip_free(yb); flip_free(xw);
+    flip_free(y1); flip_free(y2); flip_free(dx1); flip_free(dx2); flip_free(dw1); flip_free(dw2); flip_free(db1);
+    flip_free(db2); flip_free(hb); flip_free(h);
+}
+
 static void test_linear(void) {
     enum { M = 200, IC = 384, OC = 256 };
     Rng r;
@@ -284,6 +366,7 @@ int main(void) {
         return 77;
     }
     test_convert();
+    test_bf16_activation_ops();
     test_linear();
     test_loss_curve();
     return test_finish();
