@@ -75,7 +75,7 @@ static const OptDef k_opts[] = {
     {"mask-ratio", D(mask_ratio), 0, 0.99, TR, "fraction of image patches dropped in pre-training"},
     {"unmasked-tune-samples", L(unmasked_tune_samples), 0, BIG, TR, "final samples trained at mask 0 (FLIP unmasked tuning)"},
     {"seed", U(seed), 0, 1.8e19, TR, "seed of init, data order, masks and augmentation"},
-    {"precision", S(precision), 0, 0, TR | EV, "fp32 | bf16 (flip-train: linear-layer matmuls in bf16 on AVX512-BF16, fp32 master weights)"},
+    {"precision", S(precision), 0, 0, TR | EV, "fp32 | bf16 (flip-train: linear-layer matmuls and their input activations in bf16 on AVX512-BF16, fp32 master weights)"},
     {"logs", S(logs), 0, 0, TR, "folder of runs"},
     {"name", S(name), 0, 0, TR, "run name: outputs go to <logs>/<name>/"},
     {"save-frequency", L(save_frequency), 0, BIG, TR, "steps between checkpoints (0: only at the end)"},
