@@ -1,7 +1,6 @@
 /* bench_gelu.c — ns per element of the exact-GELU kernels: flip's own
  * (core/gelu.c: gelu_forward, gelu_backward_store, gelu_backward) next to
- * oneDNN's eltwise gelu_erf (flip_gelu_forward_dnnl / _backward_dnnl, what
- * linear_gelu used before) and a memory-bound reference pass
+ * oneDNN's eltwise gelu_erf (built here; what linear_gelu used before) and a memory-bound reference pass
  * (residual_forward: read 2, write 1).
  *
  * The variants run interleaved, round after round, and each reports its
@@ -34,11 +33,42 @@ static const char *const V_NAME[V_COUNT] = {
     "oneDNN gelu_erf forward", "flip gelu_forward", "oneDNN gelu_erf backward (store)",
     "flip gelu_backward_store", "flip gelu_backward (+=)", "residual_forward (r2 w1)"};
 
+/* oneDNN's eltwise gelu_erf over n floats: forward dst = GELU(src), backward
+ * dst = GELU'(src) * dout; primitives built on first use (one n per run) */
+static void dnnl_gelu(int backward, float *dst, const float *src, const float *dout, size_t n) {
+    static dnnl_primitive_t prim[2];
+    static dnnl_memory_t mem[3];
+    dnnl_engine_t eng = flip_dnnl_engine();
+    if (!prim[0]) {
+        dnnl_memory_desc_t md;
+        dnnl_dims_t dims = {(dnnl_dim_t)n};
+        DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_f32, dnnl_a));
+        dnnl_eltwise_desc_t fd, bd;
+        DNNL_CHECK(dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_gelu_erf, &md, 0.f, 0.f));
+        DNNL_CHECK(dnnl_eltwise_backward_desc_init(&bd, dnnl_eltwise_gelu_erf, &md, &md, 0.f, 0.f));
+        dnnl_primitive_desc_t fpd, bpd;
+        DNNL_CHECK(dnnl_primitive_desc_create(&fpd, &fd, NULL, eng, NULL));
+        DNNL_CHECK(dnnl_primitive_desc_create(&bpd, &bd, NULL, eng, fpd));
+        DNNL_CHECK(dnnl_primitive_create(&prim[0], fpd));
+        DNNL_CHECK(dnnl_primitive_create(&prim[1], bpd));
+        DNNL_CHECK(dnnl_primitive_desc_destroy(fpd));
+        DNNL_CHECK(dnnl_primitive_desc_destroy(bpd));
+        for (int i = 0; i < 3; i++) DNNL_CHECK(dnnl_memory_create(&mem[i], &md, eng, DNNL_MEMORY_NONE));
+    }
+    DNNL_CHECK(dnnl_memory_set_data_handle(mem[0], (void *)src));
+    DNNL_CHECK(dnnl_memory_set_data_handle(mem[1], dst));
+    DNNL_CHECK(dnnl_memory_set_data_handle(mem[2], (void *)dout));
+    dnnl_exec_arg_t fa[2] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_DST, mem[1]}};
+    dnnl_exec_arg_t ba[3] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_DIFF_DST, mem[2]}, {DNNL_ARG_DIFF_SRC, mem[1]}};
+    DNNL_CHECK(dnnl_primitive_execute(prim[backward], flip_dnnl_stream(), backward ? 3 : 2, backward ? ba : fa));
+    DNNL_CHECK(dnnl_stream_wait(flip_dnnl_stream()));
+}
+
 static void run(int v, float *out, float *dinp, const float *x, const float *dout, size_t n) {
     switch (v) {
-    case V_DNNL_FWD: flip_gelu_forward_dnnl(out, x, n); break;
+    case V_DNNL_FWD: dnnl_gelu(0, out, x, NULL, n); break;
     case V_FLIP_FWD: gelu_forward(out, x, n); break;
-    case V_DNNL_BWD: flip_gelu_backward_dnnl(dinp, dout, x, n); break;
+    case V_DNNL_BWD: dnnl_gelu(1, dinp, x, dout, n); break;
     case V_FLIP_BWD_STORE: gelu_backward_store(dinp, dout, x, n); break;
     case V_FLIP_BWD_ADD: gelu_backward(dinp, dout, x, n); break;
     default: residual_forward(out, x, dout, n); break;

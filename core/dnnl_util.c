@@ -36,12 +36,11 @@ dnnl_stream_t flip_dnnl_stream(void) {
 }
 
 /* ---- cache ---- */
-enum { KIND_MATMUL = 1, KIND_GELU_FWD = 2, KIND_GELU_BWD = 3 };
+enum { KIND_MATMUL = 1 };
 
 typedef struct {
     int kind;
     int bf16;  /* matmul: bf16 src/weights (FLIP_PRECISION_BF16) */
-    int64_t n; /* eltwise length */
     FlipMatmulSpec mm;
 } PrimKey;
 
@@ -152,36 +151,6 @@ static void build_matmul(PrimEntry *e, const FlipMatmulSpec *s, int bf16) {
     }
 }
 
-static void build_gelu(PrimEntry *e, int kind, int64_t n) {
-    dnnl_engine_t eng = flip_dnnl_engine();
-    dnnl_memory_desc_t md;
-    dnnl_dims_t dims = {n};
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_f32, dnnl_a));
-    dnnl_eltwise_desc_t fwd;
-    DNNL_CHECK(dnnl_eltwise_forward_desc_init(&fwd, dnnl_forward_training, dnnl_eltwise_gelu_erf, &md, 0.f, 0.f));
-    dnnl_primitive_desc_t fpd;
-    DNNL_CHECK(dnnl_primitive_desc_create(&fpd, &fwd, NULL, eng, NULL));
-    if (kind == KIND_GELU_FWD) {
-        entry_finish(e, fpd);
-        e->arg_ids[0] = DNNL_ARG_SRC;
-        e->arg_ids[1] = DNNL_ARG_DST;
-        e->n_args = 2;
-    } else {
-        dnnl_eltwise_desc_t bwd;
-        DNNL_CHECK(dnnl_eltwise_backward_desc_init(&bwd, dnnl_eltwise_gelu_erf, &md, &md, 0.f, 0.f));
-        dnnl_primitive_desc_t bpd;
-        DNNL_CHECK(dnnl_primitive_desc_create(&bpd, &bwd, NULL, eng, fpd));
-        DNNL_CHECK(dnnl_primitive_desc_destroy(fpd));
-        entry_finish(e, bpd);
-        e->arg_ids[0] = DNNL_ARG_SRC;
-        e->arg_ids[1] = DNNL_ARG_DIFF_DST;
-        e->arg_ids[2] = DNNL_ARG_DIFF_SRC;
-        e->n_args = 3;
-    }
-    for (int i = 0; i < e->n_args; i++)
-        DNNL_CHECK(dnnl_memory_create(&e->mem[i], &md, eng, DNNL_MEMORY_NONE));
-}
-
 static PrimEntry *cache_get(const PrimKey *k) {
     if (!g_table) table_grow();
     PrimEntry *e = table_slot(g_table, g_cap, k);
@@ -192,8 +161,7 @@ static PrimEntry *cache_get(const PrimKey *k) {
     }
     memset(e, 0, sizeof *e);
     e->key = *k;
-    if (k->kind == KIND_MATMUL) build_matmul(e, &k->mm, k->bf16);
-    else build_gelu(e, k->kind, k->n);
+    build_matmul(e, &k->mm, k->bf16);
     e->used = 1;
     g_count++;
     return e;
@@ -249,10 +217,9 @@ int flip_cpu_has_bf16(void) {
     return cached;
 }
 
-#define bf16_round flip_bf16_round
 
 /* The hardware conversion (VCVTNE2PS2BF16, AVX512-BF16): round to nearest
- * even like bf16_round, NaN stays NaN; it flushes denormal inputs to zero,
+ * even like flip_bf16_round, NaN stays NaN; it flushes denormal inputs to zero,
  * which matmul operands never notice (oneDNN's own reorders do the same).
  * About 10x faster than the portable loop, which the baseline x86-64 build
  * cannot vectorise; the tail (< 32 elements) takes the portable loop. */
@@ -267,7 +234,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void bf16_convert_hw(uint16
         __m512bh r = _mm512_cvtne2ps_pbh(hi, lo);
         _mm512_storeu_si512((void *)(dst + i), (__m512i)r);
     }
-    for (; i < n; i++) dst[i] = bf16_round(src[i]);
+    for (; i < n; i++) dst[i] = flip_bf16_round(src[i]);
 }
 #else
 #define FLIP_HAVE_HW_BF16 0
@@ -281,7 +248,7 @@ static void bf16_convert_range(uint16_t *dst, const float *src, size_t n) {
         return;
     }
 #endif
-    for (size_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = flip_bf16_round(src[i]);
 }
 
 /* [0, n) split into one contiguous range per thread, multiples of 32 */
@@ -420,25 +387,4 @@ const char *flip_matmul_impl(const FlipMatmulSpec *s) {
     PrimKey k;
     matmul_key(&k, s);
     return cache_get(&k)->impl;
-}
-
-/* ---- GELU ---- */
-void flip_gelu_forward_dnnl(float *out, const float *inp, size_t n) {
-    if (n == 0) return;
-    PrimKey k;
-    memset(&k, 0, sizeof k);
-    k.kind = KIND_GELU_FWD;
-    k.n = (int64_t)n;
-    void *h[2] = {(void *)inp, out};
-    entry_run(cache_get(&k), h);
-}
-
-void flip_gelu_backward_dnnl(float *dinp, const float *dout, const float *inp, size_t n) {
-    if (n == 0) return;
-    PrimKey k;
-    memset(&k, 0, sizeof k);
-    k.kind = KIND_GELU_BWD;
-    k.n = (int64_t)n;
-    void *h[3] = {(void *)inp, (void *)dout, dinp};
-    entry_run(cache_get(&k), h);
 }

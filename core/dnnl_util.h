@@ -60,12 +60,6 @@ void flip_matmul_mixed(const FlipMatmulSpec *s, void *dst, const void *src, cons
 /* oneDNN's implementation name chosen for a spec ("brg:avx512_core", "ref:any", ...) */
 const char *flip_matmul_impl(const FlipMatmulSpec *s);
 
-/* Elementwise exact GELU on n contiguous floats via oneDNN's eltwise primitive
- * (cached by n): forward out = GELU(inp); backward dinp = GELU'(inp) * dout
- * (overwrites dinp). In-place allowed in forward. */
-void flip_gelu_forward_dnnl(float *out, const float *inp, size_t n);
-void flip_gelu_backward_dnnl(float *dinp, const float *dout, const float *inp, size_t n);
-
 /* Matmul precision of flip_matmul (a process-wide switch, set once at start
  * by flip-train / bench_step --precision; the primitive cache keys on it).
  * FLIP_PRECISION_BF16: src and weights are rounded to bf16 (round to nearest

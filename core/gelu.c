@@ -156,69 +156,42 @@ static void gelu_range(size_t n, int t, int nt, size_t *lo, size_t *hi) {
     *hi = b < n ? b : n;
 }
 
+/* Runs CALL (an expression in lo_, len_) over [0, n): in one piece below
+ * GELU_PAR_MIN, else one contiguous gelu_range piece per OpenMP thread. */
+#define GELU_SPLIT(n, CALL)                                                                 \
+    do {                                                                                    \
+        if ((n) < GELU_PAR_MIN) {                                                           \
+            size_t lo_ = 0, len_ = (n);                                                     \
+            CALL;                                                                           \
+        } else {                                                                            \
+            _Pragma("omp parallel")                                                         \
+            {                                                                               \
+                size_t lo_, hi_;                                                            \
+                gelu_range((n), omp_get_thread_num(), omp_get_num_threads(), &lo_, &hi_);   \
+                size_t len_ = hi_ - lo_;                                                    \
+                CALL;                                                                       \
+            }                                                                               \
+        }                                                                                   \
+    } while (0)
+
 void gelu_forward(float *out, const float *inp, size_t n) {
-    if (n < GELU_PAR_MIN) {
-        gelu_forward_range(out, inp, n);
-        return;
-    }
-#pragma omp parallel
-    {
-        size_t lo, hi;
-        gelu_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        gelu_forward_range(out + lo, inp + lo, hi - lo);
-    }
+    GELU_SPLIT(n, gelu_forward_range(out + lo_, inp + lo_, len_));
 }
 
 void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    if (n < GELU_PAR_MIN) {
-        gelu_backward_range(dinp, dout, inp, n);
-        return;
-    }
-#pragma omp parallel
-    {
-        size_t lo, hi;
-        gelu_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        gelu_backward_range(dinp + lo, dout + lo, inp + lo, hi - lo);
-    }
+    GELU_SPLIT(n, gelu_backward_range(dinp + lo_, dout + lo_, inp + lo_, len_));
 }
 
 void gelu_backward_store(float *dinp, const float *dout, const float *inp, size_t n) {
-    if (n < GELU_PAR_MIN) {
-        gelu_backward_store_range(dinp, dout, inp, n);
-        return;
-    }
-#pragma omp parallel
-    {
-        size_t lo, hi;
-        gelu_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        gelu_backward_store_range(dinp + lo, dout + lo, inp + lo, hi - lo);
-    }
+    GELU_SPLIT(n, gelu_backward_store_range(dinp + lo_, dout + lo_, inp + lo_, len_));
 }
 
 void gelu_forward_b(uint16_t *out, const uint16_t *inp, size_t n) {
-    if (n < GELU_PAR_MIN) {
-        gelu_forward_b_range(out, inp, n);
-        return;
-    }
-#pragma omp parallel
-    {
-        size_t lo, hi;
-        gelu_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        gelu_forward_b_range(out + lo, inp + lo, hi - lo);
-    }
+    GELU_SPLIT(n, gelu_forward_b_range(out + lo_, inp + lo_, len_));
 }
 
 void gelu_backward_store_b(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
-    if (n < GELU_PAR_MIN) {
-        gelu_backward_store_b_range(dinp, dout, inp, n);
-        return;
-    }
-#pragma omp parallel
-    {
-        size_t lo, hi;
-        gelu_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        gelu_backward_store_b_range(dinp + lo, dout + lo, inp + lo, hi - lo);
-    }
+    GELU_SPLIT(n, gelu_backward_store_b_range(dinp + lo_, dout + lo_, inp + lo_, len_));
 }
 
 void gelu_forward_ref(float *out, const float *inp, size_t n) {
