@@ -2,7 +2,7 @@
  * the primitive cache (see dnnl_util.h).
  *
  * Cache: open-addressing hash table keyed by the raw bytes of a zero-padded
- * key struct (kind + matmul spec or eltwise length), allocated at first use and
+ * key struct (kind + matmul spec + precision), allocated at first use and
  * doubled when half full (only while new shapes appear, i.e. in the first step
  * for a given mask ratio — never in steady state). Each entry owns its
  * primitive and the memory objects that wrap the caller's pointers; they live
