@@ -62,6 +62,20 @@ static void data_close(EvalData *d) {
     memset(d, 0, sizeof *d);
 }
 
+/* data_open for --val-data caption shards, which must match the model's image
+ * size, channels, context and vocabulary */
+static int val_data_open(EvalData *d, const char *spec, const FlipConfig *c, char *err, size_t eb) {
+    int rc = data_open(d, spec, err, eb);
+    if (!rc && (d->meta.H != c->image_size || d->meta.W != c->image_size || d->meta.C != c->channels ||
+                d->meta.T != c->context || d->meta.vocab_size > c->vocab)) {
+        snprintf(err, eb, "--val-data %s: shards are %dx%dx%d T %d vocab %d, the model takes %dx%dx%d T %d vocab %d",
+                 d->first_path, d->meta.H, d->meta.W, d->meta.C, d->meta.T, d->meta.vocab_size, c->image_size,
+                 c->image_size, c->channels, c->context, c->vocab);
+        rc = -1;
+    }
+    return rc;
+}
+
 static int data_read(EvalData *d, long g, uint8_t *img, int32_t *tok, int *len, int32_t *label, char *err,
                      size_t eb) {
     int s = 0;
@@ -301,14 +315,7 @@ int eval_retrieval(FlipModel *m, const char *spec, int B_eval, RetrievalResult *
     memset(res, 0, sizeof *res);
     const FlipConfig *c = &m->cfg;
     EvalData d;
-    int rc = data_open(&d, spec, err, eb);
-    if (!rc && (d.meta.H != c->image_size || d.meta.W != c->image_size || d.meta.C != c->channels ||
-                d.meta.T != c->context || d.meta.vocab_size > c->vocab)) {
-        snprintf(err, eb, "--val-data %s: shards are %dx%dx%d T %d vocab %d, the model takes %dx%dx%d T %d vocab %d",
-                 d.first_path, d.meta.H, d.meta.W, d.meta.C, d.meta.T, d.meta.vocab_size, c->image_size,
-                 c->image_size, c->channels, c->context, c->vocab);
-        rc = -1;
-    }
+    int rc = val_data_open(&d, spec, c, err, eb);
     if (agree(rc, err, eb)) {
         data_close(&d);
         return -1;
@@ -400,14 +407,7 @@ int eval_val_loss(FlipModel *m, const char *spec, int B, int B_eval, ValLossResu
     const int rank = comm_rank(), world = comm_size();
     const long G = (long)B * world;
     EvalData d;
-    int rc = data_open(&d, spec, err, eb);
-    if (!rc && (d.meta.H != c->image_size || d.meta.W != c->image_size || d.meta.C != c->channels ||
-                d.meta.T != c->context || d.meta.vocab_size > c->vocab)) {
-        snprintf(err, eb, "--val-data %s: shards are %dx%dx%d T %d vocab %d, the model takes %dx%dx%d T %d vocab %d",
-                 d.first_path, d.meta.H, d.meta.W, d.meta.C, d.meta.T, d.meta.vocab_size, c->image_size,
-                 c->image_size, c->channels, c->context, c->vocab);
-        rc = -1;
-    }
+    int rc = val_data_open(&d, spec, c, err, eb);
     if (!rc && d.n < G) {
         snprintf(err, eb, "--val-data %s: %ld pairs, fewer than one global batch of %ld (give more validation data)",
                  spec, d.n, G);

@@ -24,6 +24,7 @@
 #include "model.h"
 #include "ops.h"
 #include "rng.h"
+#include "synth_pairs.h"
 #include "testlib.h"
 #include "tolerances.h"
 
@@ -266,38 +267,10 @@ static void test_linear(void) {
 }
 
 /* ---- loss curves: the synthetic matched pairs of test_model_train.c ---- */
-#define NB 32
+#define NB SYNTH_NB
 #define STEPS 50
 
-typedef struct {
-    uint8_t *images;
-    int32_t tokens[NB * 32];
-    int lens[NB];
-} Data;
-
-static void make_data(Data *d, const FlipConfig *c) {
-    int S = c->image_size, Ci = c->channels, T = c->context;
-    FLIP_CHECK(T <= 32, "test data assumes T <= 32");
-    static const int colour[4][3] = {{220, 40, 40}, {40, 200, 60}, {50, 60, 230}, {230, 220, 60}};
-    d->images = flip_malloc((size_t)NB * S * S * Ci, "images");
-    Rng r;
-    rng_init(&r, 11, FLIP_RNG_TEST, 3, 0);
-    for (int b = 0; b < NB; b++) {
-        int a = b % 4, per = 2 + b / 4;
-        for (int y = 0; y < S; y++)
-            for (int x = 0; x < S; x++)
-                for (int ch = 0; ch < Ci; ch++) {
-                    int v = colour[a][ch] * ((y % per) < per / 2 ? 1 : 0) + 30 + (int)rng_below(&r, 20);
-                    d->images[(((size_t)b * S + y) * S + x) * Ci + ch] = (uint8_t)(v > 255 ? 255 : v);
-                }
-        int len = 3 + (int)rng_below(&r, 6);
-        d->lens[b] = len;
-        for (int t = 0; t < T; t++)
-            d->tokens[b * T + t] = t == 0 ? 100 + a : t == 1 ? 200 + b / 4 : t < len ? 300 + (int32_t)rng_below(&r, 50) : 0;
-    }
-}
-
-static void train(const FlipConfig *cfg, const Data *d, float *losses) {
+static void train(const FlipConfig *cfg, const SynthPairs *d, float *losses) {
     FlipModel m;
     flip_model_init(&m, cfg, 7);
     int N = flip_config_num_kept(cfg, 0.5f);
@@ -323,8 +296,8 @@ static void test_loss_curve(void) {
     cfg.text_depth = 2;
     cfg.embed_dim = 64;
     cfg.vocab = 512;
-    Data d;
-    make_data(&d, &cfg);
+    SynthPairs d;
+    synth_pairs_make(&d, &cfg);
     float l32[STEPS], l16[STEPS];
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -21,44 +21,12 @@
 #include "common.h"
 #include "model.h"
 #include "rng.h"
+#include "synth_pairs.h"
 #include "testlib.h"
 #include "tolerances.h"
 
-#define NB 32
+#define NB SYNTH_NB
 #define STEPS 20
-
-typedef struct {
-    uint8_t *images;
-    int32_t tokens[NB * 32];
-    int lens[NB];
-} Data;
-
-static void make_data(Data *d, const FlipConfig *c) {
-    int S = c->image_size, Ci = c->channels, T = c->context;
-    FLIP_CHECK(T <= 32, "test data assumes T <= 32");
-    static const int colour[4][3] = {{220, 40, 40}, {40, 200, 60}, {50, 60, 230}, {230, 220, 60}};
-    d->images = flip_malloc((size_t)NB * S * S * Ci, "train images");
-    Rng r;
-    rng_init(&r, 11, FLIP_RNG_TEST, 3, 0);
-    for (int b = 0; b < NB; b++) {
-        int a = b % 4, per = 2 + b / 4;
-        for (int y = 0; y < S; y++)
-            for (int x = 0; x < S; x++)
-                for (int ch = 0; ch < Ci; ch++) {
-                    int v = colour[a][ch] * ((y % per) < per / 2 ? 1 : 0) + 30 + (int)rng_below(&r, 20);
-                    d->images[(((size_t)b * S + y) * S + x) * Ci + ch] = (uint8_t)(v > 255 ? 255 : v);
-                }
-        int len = 2 + 1 + (int)rng_below(&r, 6);
-        d->lens[b] = len;
-        for (int t = 0; t < T; t++) {
-            int32_t tok = 0;
-            if (t == 0) tok = 100 + a;
-            else if (t == 1) tok = 200 + b / 4;
-            else if (t < len) tok = 300 + (int32_t)rng_below(&r, 50);
-            d->tokens[b * T + t] = tok;
-        }
-    }
-}
 
 static void masks(int32_t *keep, long step, int Np, int N) {
     for (int b = 0; b < NB; b++) flip_mask_keep(keep + (size_t)b * N, 2024, step, (uint64_t)b, Np, N);
@@ -71,7 +39,7 @@ static double now_s(void) {
 }
 
 /* STEPS AdamW steps; losses[0..STEPS) */
-static void train(const FlipConfig *cfg, const Data *d, float mask, int steps, float *losses) {
+static void train(const FlipConfig *cfg, const SynthPairs *d, float mask, int steps, float *losses) {
     FlipModel m;
     flip_model_init(&m, cfg, 7);
     int N = flip_config_num_kept(cfg, mask);
@@ -97,8 +65,8 @@ int main(void) {
     FlipConfig cfg;
     if (flip_config_preset(&cfg, "tiny") != 0) FLIP_FATAL("tiny preset missing");
     cfg.vocab = 512; /* the synthetic captions use ids < 350 */
-    Data d;
-    make_data(&d, &cfg);
+    SynthPairs d;
+    synth_pairs_make(&d, &cfg);
 
     float losses[STEPS];
     double t0 = now_s();
