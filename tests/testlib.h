@@ -9,6 +9,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int test_n_pass = 0, test_n_fail = 0;
 
@@ -75,6 +77,40 @@ static int test_trust_grad(const char *what, const float *g, size_t n, double ma
     int ok = n > 0 && bad == 0 && zeros < n && (double)zeros <= max_zero_frac * (double)n;
     test_report(ok, "%s trust: n=%zu zeros=%zu nonfinite=%zu", what, n, zeros, bad);
     return ok;
+}
+
+/* Runs child(arg) in a forked process with its stderr on a pipe (the child
+ * exits 0 if child returns); returns the child's exit code (128 + signal if it
+ * was killed) and its stderr in err (NUL-terminated, cut at cap - 1 bytes). */
+static int test_run_child(void (*child)(void *), void *arg, char *err, size_t cap) __attribute__((unused));
+static int test_run_child(void (*child)(void *), void *arg, char *err, size_t cap) {
+    int pfd[2];
+    if (pipe(pfd) != 0) {
+        fprintf(stderr, "test_run_child: pipe failed\n");
+        exit(1);
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "test_run_child: fork failed\n");
+        exit(1);
+    }
+    if (pid == 0) {
+        close(pfd[0]);
+        dup2(pfd[1], 2);
+        child(arg);
+        _exit(0);
+    }
+    close(pfd[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < cap && (r = read(pfd[0], err + n, cap - 1 - n)) > 0) n += (size_t)r;
+    err[n] = '\0';
+    close(pfd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* Prints the closing line ctest logs show and returns the exit code. */

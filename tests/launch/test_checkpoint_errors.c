@@ -4,7 +4,6 @@
  * on stderr. Runs in a forked child. */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -12,37 +11,25 @@
 #include "model.h"
 #include "testlib.h"
 
+/* the forked child: save a checkpoint where it cannot be created */
+static void save_into_missing_folder(void *arg) {
+    (void)arg;
+    FlipConfig cfg;
+    if (flip_config_preset(&cfg, "tiny") != 0) _exit(3);
+    FlipModel m;
+    flip_model_init(&m, &cfg, 1);
+    CheckpointState st;
+    memset(&st, 0, sizeof st);
+    st.world_size = 1;
+    st.global_batch = 4;
+    checkpoint_save("/nonexistent-flip-folder/step-00000001.h5", &m, &st);
+    /* reached only if the save succeeded: exit 0 */
+}
+
 int main(void) {
-    int pfd[2];
-    FLIP_CHECK(pipe(pfd) == 0, "pipe failed");
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    FLIP_CHECK(pid >= 0, "fork failed");
-    if (pid == 0) {
-        close(pfd[0]);
-        dup2(pfd[1], 2);
-        FlipConfig cfg;
-        if (flip_config_preset(&cfg, "tiny") != 0) _exit(3);
-        FlipModel m;
-        flip_model_init(&m, &cfg, 1);
-        CheckpointState st;
-        memset(&st, 0, sizeof st);
-        st.world_size = 1;
-        st.global_batch = 4;
-        checkpoint_save("/nonexistent-flip-folder/step-00000001.h5", &m, &st);
-        _exit(0); /* reached only if the save succeeded */
-    }
-    close(pfd[1]);
     char out[65536];
-    size_t n = 0;
-    ssize_t r;
-    while (n + 1 < sizeof out && (r = read(pfd[0], out + n, sizeof out - 1 - n)) > 0) n += (size_t)r;
-    out[n] = '\0';
-    close(pfd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    int code = test_run_child(save_into_missing_folder, NULL, out, sizeof out);
+    size_t n = strlen(out);
     int lines = 0;
     for (size_t i = 0; i < n; i++) lines += out[i] == '\n';
     test_report(code == 1, "failed save exits 1 (got %d)", code);

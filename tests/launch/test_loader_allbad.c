@@ -8,7 +8,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dataset/shard_fixture.h"
@@ -37,6 +36,21 @@ static void zero_lengths(const char *path) {
     test_report(ok, "fixture: all %d lengths set to 0", N);
 }
 
+/* the forked child: open the all-bad shard with skip_bad and ask for a batch */
+static void read_one_batch(void *arg) {
+    g_main = pthread_self();
+    flip_set_abort_hook(hook);
+    LoaderConfig cfg = {.spec = arg, .batch_size = 4, .world = 1, .seed = 1, .skip_bad = 1, .prefetch = 2};
+    char err[1200];
+    Loader *l = loader_open(&cfg, err, sizeof err);
+    if (!l) {
+        fprintf(stderr, "loader_open: %s\n", err);
+        _exit(3);
+    }
+    loader_next(l);
+    /* reached only if a batch was produced: exit 0 */
+}
+
 int main(void) {
     char dir[] = "/tmp/flip_allbad_XXXXXX", path[128];
     if (!mkdtemp(dir)) FLIP_FATAL("mkdtemp failed");
@@ -45,37 +59,8 @@ int main(void) {
     fixture_write(path, &m, 0, N, 0, 0);
     zero_lengths(path);
 
-    int pfd[2];
-    FLIP_CHECK(pipe(pfd) == 0, "pipe failed");
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    FLIP_CHECK(pid >= 0, "fork failed");
-    if (pid == 0) {
-        close(pfd[0]);
-        dup2(pfd[1], 2);
-        g_main = pthread_self();
-        flip_set_abort_hook(hook);
-        LoaderConfig cfg = {.spec = path, .batch_size = 4, .world = 1, .seed = 1, .skip_bad = 1, .prefetch = 2};
-        char err[1200];
-        Loader *l = loader_open(&cfg, err, sizeof err);
-        if (!l) {
-            fprintf(stderr, "loader_open: %s\n", err);
-            _exit(3);
-        }
-        loader_next(l);
-        _exit(0); /* reached only if a batch was produced */
-    }
-    close(pfd[1]);
     char out[8192];
-    size_t n = 0;
-    ssize_t r;
-    while (n + 1 < sizeof out && (r = read(pfd[0], out + n, sizeof out - 1 - n)) > 0) n += (size_t)r;
-    out[n] = '\0';
-    close(pfd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    int code = test_run_child(read_one_batch, path, out, sizeof out);
     test_report(code == 42, "the fatal error is raised on the main thread (child exit %d: 42 main thread, 43 "
                             "prefetch thread, 0 no error, 3 open failed)", code);
     test_report(strstr(out, "no readable sample in the whole dataset") != NULL && strstr(out, "bad.h5") != NULL,
