@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dataset/shard_fixture.h"
@@ -297,32 +296,19 @@ static int read_all(const char *path, long *first_bad, char *err, size_t eb) {
     return fails;
 }
 
-/* runs a loader without skip_bad in a child; returns exit status, stderr in out */
+/* the forked child: a loader without skip_bad reads one epoch of spec */
+static void read_epoch(void *spec) {
+    LoaderConfig cfg = {.spec = spec, .batch_size = 4, .world = 1, .seed = 1};
+    char err[1200];
+    Loader *l = loader_open(&cfg, err, sizeof err);
+    if (!l) _exit(3);
+    for (long k = 0; k < loader_steps_per_epoch(l); k++) loader_next(l);
+    /* reached only if no bad sample was met: exit 0 */
+}
+
+/* runs read_epoch in a child; returns its exit status, stderr in out */
 static int child_loader(const char *spec, char *out, size_t out_bytes) {
-    int pfd[2];
-    if (pipe(pfd) != 0) return -1;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(pfd[0]);
-        dup2(pfd[1], 2);
-        LoaderConfig cfg = {.spec = spec, .batch_size = 4, .world = 1, .seed = 1};
-        char err[1200];
-        Loader *l = loader_open(&cfg, err, sizeof err);
-        if (!l) _exit(3);
-        for (long k = 0; k < loader_steps_per_epoch(l); k++) loader_next(l);
-        _exit(0); /* reached only if no bad sample was met */
-    }
-    close(pfd[1]);
-    size_t n = 0;
-    ssize_t r;
-    while (n + 1 < out_bytes && (r = read(pfd[0], out + n, out_bytes - 1 - n)) > 0) n += (size_t)r;
-    out[n] = '\0';
-    close(pfd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return test_run_child(read_epoch, (void *)spec, out, out_bytes);
 }
 
 static void check_data_corruption(void) {
