@@ -4,7 +4,8 @@
 #   - a 2-rank run prints exactly one "step breakdown on rank 0 over N steps"
 #     line with N = steps - 1 (the first step is excluded), naming matmul,
 #     attention, layernorm, comm wait and data wait;
-#   - the shares add up to 100 % (the classes are exclusive; "other" is the rest);
+#   - the shares add up to 100 % and "other" (the step minus the classes) is not
+#     negative, i.e. no time is counted in two classes;
 #   - comm wait is non-zero with 2 ranks (the all-gather, reduce-scatter and
 #     bucket all-reduce are timed);
 #   - without --profile nothing is printed; --profile 2 is a one-line error, exit 2.
@@ -31,6 +32,9 @@ for c in matmul attention layernorm "comm wait" "data wait" other; do
 done
 sum=$(echo "$line" | sed 's/.*% of step)://' | grep -o "([0-9.-]*%)" | tr -d '(%)' | awk '{ s += $1 } END { printf "%.1f", s }')
 awk -v s="$sum" 'BEGIN { exit !(s > 99.0 && s < 101.0) }' && ok "shares add up to $sum %" || bad "shares add up to $sum %"
+# "other" is the step minus the classes: negative would mean a class counted time twice (nested sections)
+other=$(echo "$line" | grep -o "other [0-9.-]* (" | grep -o "[0-9.-]*")
+awk -v o="$other" 'BEGIN { exit !(o >= 0) }' && ok "exclusive classes: other $other ms/step >= 0" || bad "other $other ms/step < 0: a class double-counts"
 cw=$(echo "$line" | grep -o "comm wait [0-9.]*" | grep -o "[0-9.]*$")
 awk -v c="$cw" 'BEGIN { exit !(c > 0) }' && ok "comm wait $cw ms/step > 0 with 2 ranks" || bad "comm wait $cw with 2 ranks"
 if timeout 60 "$B/flip-train" "${base[@]}" --train-samples 32 --name plain 2>"$tmp/err2"; then
