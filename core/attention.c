@@ -9,6 +9,15 @@
  * Masked keys have P = 0, hence dS = 0 in their column: dK and dV of padded
  * positions receive exactly zero.
  *
+ * P is not kept between forward and backward: backward recomputes it, bit for
+ * bit, with the forward's code (S rows, masked softmax) while the block's q, k
+ * are in cache. Saving P cost B*H*T*T floats per block (at vit-s16 mask 0
+ * 715 MiB a step, more than the block's qkv) and the memory traffic of writing
+ * and re-reading it; the recompute is the forward's S product again (+1/6 of
+ * attention's flops). Working buffers (k^T, v^T, S rows, P and dS of one
+ * block) live in a per-thread slice of the caller's scratch, so the kernel
+ * uses little stack and the scratch does not grow with the batch.
+ *
  * Both fast paths: one OpenMP loop over the B*H (sample, head) blocks in
  * dynamic chunks of consecutive blocks; a block is computed by one thread in
  * a fixed order, so results do not depend on the thread count. Only the
@@ -19,22 +28,23 @@
  *
  * AVX-512 kernel (CPU with AVX-512F at run time, hd % 16 == 0, T <= 256;
  * compiled with a target attribute, no -march needed), per block:
- *   k (v in backward) transposed to (hd, L) on the stack by 16x16 in-register
+ *   k (and v in backward) transposed to (hd, L) in scratch by 16x16 in-register
  *   transposes, s folded into k; then per tile of 3-4 query rows:
  *   S rows = q k^T as register tiles (up to 4 rows x 4 vectors of 16 keys,
  *   16 zmm accumulators, q by scalar broadcasts); 1-4 keys past a multiple of
  *   16 as dot products instead of a mostly-padding 16-key vector; masked
  *   softmax in zmm (exp_neg's reduction and polynomial with FMA, 2^n by
- *   scalef), P rows stored to att; out rows = P v while P is in L1.
- *   Backward per row tile: dP rows = dout v^T, s dS rows (on the stack for
- *   T <= 64, else in scratch), dQ rows += (s dS) k; then dV += P^T dout and
+ *   scalef) in place; out rows = P v while P is in L1.
+ *   Backward per row tile: S and P rows again (the same calls), dP rows =
+ *   dout v^T, s dS rows, dQ rows += (s dS) k; then dV += P^T dout and
  *   dK += (s dS)^T q by the same tile kernel reading P / dS by columns.
  *   Accumulation is fp32 FMA in a fixed order (differences to the sgemm path
  *   are fp32 rounding).
  * oneDNN sgemm fallback (no AVX-512F, hd % 16 != 0 (8, 80: vit-h14), T > 256): the
  * products as single-threaded dnnl_sgemm calls on the head's columns read in
  * place (row stride 3C, transposes by flags), masked softmax / dS rows between
- * them while the (T, T) block is in cache, dqkv with beta = 1 (+=).
+ * them while the (T, T) block is in cache, dqkv with beta = 1 (+=); backward
+ * recomputes P with the forward's two calls.
  * Measured, kernel vs the sgemm path (bench_ops 1 thread, CPU clock, runs
  * back to back on the shared 2-core Zen 4; B 64 ViT-S, B 256 tiny, data
  * mostly out of cache): fwd T 16: 2.9x, 32: 1.1-1.5x, 49: 1.15-1.4x,
@@ -42,7 +52,9 @@
  * 49-196: 1.0-1.05x (memory-bound there: qkv, dqkv, dout, att stream once;
  * with data in L2 the kernel's bwd is 1.15-1.25x and fwd 1.3-3x faster, up
  * to ~75 / ~90 GFLOP/s fwd / bwd of the ~95 GFLOP/s sgemm peak per core).
- * Reference twins: plain loops with double accumulation.
+ * Measured for the recompute (bench_step, see the commit that made it).
+ * Reference twins: plain loops with double accumulation; backward recomputes P
+ * the same way.
  */
 #include <float.h>
 #include <math.h>
@@ -152,10 +164,8 @@ static void sgemm(char ta, char tb, int m, int n, int k, float alpha, const floa
 #define ATT_INLINE static inline __attribute__((always_inline))
 #define ATT_MR 4            /* rows of a register tile */
 #define ATT_NR 4            /* 16-float vectors per tile row */
-#define ATT_MAX_T 256       /* largest T the kernel takes */
-#define ATT_KT_FLOATS 16384 /* transposed k / v: hd x Lp floats, 64 KiB on the stack */
+#define ATT_MAX_T 256       /* largest T the kernel takes (measured up to 197) */
 #define ATT_TAIL 4           /* up to this many columns past a multiple of 16 by tail_cols */
-#define ATT_DS_LOCAL 4096   /* dS (T, T) on the stack up to T = 64, else in scratch */
 
 /* exp_neg above, 16 lanes: same reduction and polynomial (with FMA), 2^n by scalef */
 ATT_AVX512 ATT_INLINE __m512 exp_neg_ps(__m512 x) {
@@ -287,9 +297,7 @@ ATT_AVX512 static void transpose_rows(float *xT, const float *x, size_t ld, int 
 }
 
 static int att_fast_ok(int T, int hd) {
-    int Tp = (T + 15) / 16 * 16;
-    return hd % 16 == 0 && T <= ATT_MAX_T && (size_t)hd * Tp <= ATT_KT_FLOATS &&
-           __builtin_cpu_supports("avx512f");
+    return hd % 16 == 0 && T <= ATT_MAX_T && __builtin_cpu_supports("avx512f");
 }
 
 /* Prefetch into L2 the `rows` rows (n floats each, row stride ld) of the next
@@ -337,93 +345,157 @@ ATT_AVX512 static void tail_cols(float *Sb, int lds, const float *A, size_t lda,
     }
 }
 
-/* forward of one (b, h): q, k, v (T, hd) with row stride C3, P (T, T), o (T, hd) row stride C */
-ATT_AVX512 static void fwd_block(float *o, size_t C, float *P, const float *q, const float *k,
-                                 const float *v, size_t C3, int T, int L, int hd, float scale) {
-    float kT[ATT_KT_FLOATS] __attribute__((aligned(64)));
-    float Sb[ATT_MR * ATT_MAX_T] __attribute__((aligned(64)));
-    int Lp = (L + 15) / 16 * 16, nL = Lp / 16;
+/* S rows (R, Lp) in Sb = (s q rows) k^T, kT = s k^T (hd, Lk) from transpose_rows,
+ * the tail columns as dot products; columns L..Lp zero */
+ATT_AVX512 static void score_rows(float *Sb, int Lp, const float *q, size_t C3, const float *kT,
+                                  const float *k, int R, int L, int hd, float scale) {
     int j0 = L / 16 * 16, tail = L - j0 > 0 && L - j0 <= ATT_TAIL;
-    int Lk = tail ? j0 : Lp; /* columns by register tiles */
-    transpose_rows(kT, k, C3, tail ? j0 : L, Lk, hd, scale);
+    int Lk = tail ? j0 : Lp;
+    tiles(Sb, (size_t)Lp, q, C3, 1, kT, (size_t)Lk, hd, R, Lk / 16, 0);
+    if (tail) tail_cols(Sb, Lp, q, C3, k, C3, R, j0, L, hd, scale);
+}
+
+/* P rows (R, Lp) at dst (may be Sb itself) = masked softmax of the S rows in
+ * Sb over the first L columns; columns L..Lp exactly 0. Forward and backward
+ * call this with the same S rows, so the recomputed P is bitwise forward's. */
+ATT_AVX512 static void softmax_rows(float *dst, const float *Sb, int Lp, int R, int L) {
+    int nL = Lp / 16;
+    for (int r = 0; r < R; r++) {
+        const float *s = Sb + (size_t)r * Lp;
+        float *p = dst + (size_t)r * Lp;
+        __m512 mx = _mm512_set1_ps(-FLT_MAX);
+        for (int c = 0; c < nL; c++)
+            mx = _mm512_mask_max_ps(mx, lanes_below(16 * c, L), mx, _mm512_load_ps(s + 16 * c));
+        __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (int c = 0; c < nL; c++) {
+            __m512 e = _mm512_maskz_mov_ps(lanes_below(16 * c, L),
+                                           exp_neg_ps(_mm512_sub_ps(_mm512_load_ps(s + 16 * c), m)));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_store_ps(p + 16 * c, e);
+        }
+        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+        for (int c = 0; c < nL; c++) _mm512_store_ps(p + 16 * c, _mm512_mul_ps(_mm512_load_ps(p + 16 * c), inv));
+    }
+}
+
+/* Per-thread buffers of the kernel, carved from a 64-byte aligned slice:
+ * kT, vT (hd, Tp); Sb (ATT_MR, Tp); P, dS (T, Tp) (backward only). */
+typedef struct {
+    float *kT, *vT, *Sb, *P, *dS;
+} AttBufs;
+
+static AttBufs att_bufs(float *slice, int T, int hd) {
+    size_t Tp = ((size_t)T + 15) / 16 * 16;
+    AttBufs w;
+    w.kT = slice;
+    w.vT = w.kT + (size_t)hd * Tp;
+    w.Sb = w.vT + (size_t)hd * Tp;
+    w.P = w.Sb + ATT_MR * Tp;
+    w.dS = w.P + (size_t)T * Tp;
+    return w;
+}
+
+/* forward of one (b, h): q, k, v (T, hd) with row stride C3, o (T, hd) row
+ * stride C; att (T, T) optional copy of P */
+ATT_AVX512 static void fwd_block(float *o, size_t C, float *att, const float *q, const float *k,
+                                 const float *v, size_t C3, int T, int L, int hd, float scale,
+                                 const AttBufs *w) {
+    int Lp = (L + 15) / 16 * 16;
+    int j0 = L / 16 * 16, tail = L - j0 > 0 && L - j0 <= ATT_TAIL;
+    transpose_rows(w->kT, k, C3, tail ? j0 : L, tail ? j0 : Lp, hd, scale);
     for (int i0 = 0, R; i0 < T; i0 += R) {
         R = tile_rows(T - i0);
-        /* S rows i0.. (R, Lp) = (s q) k^T, zero columns beyond L */
-        tiles(Sb, Lp, q + (size_t)i0 * C3, C3, 1, kT, Lk, hd, R, Lk / 16, 0);
-        if (tail) tail_cols(Sb, Lp, q + (size_t)i0 * C3, C3, k, C3, R, j0, L, hd, scale);
-        for (int r = 0; r < R; r++) {
-            float *s = Sb + (size_t)r * Lp;
-            float *p = P + (size_t)(i0 + r) * T;
-            __m512 mx = _mm512_set1_ps(-FLT_MAX);
-            for (int c = 0; c < nL; c++)
-                mx = _mm512_mask_max_ps(mx, lanes_below(16 * c, L), mx, _mm512_load_ps(s + 16 * c));
-            __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-            __m512 sum = _mm512_setzero_ps();
-            for (int c = 0; c < nL; c++) {
-                __m512 e = _mm512_maskz_mov_ps(lanes_below(16 * c, L),
-                                               exp_neg_ps(_mm512_sub_ps(_mm512_load_ps(s + 16 * c), m)));
-                sum = _mm512_add_ps(sum, e);
-                _mm512_store_ps(s + 16 * c, e);
+        score_rows(w->Sb, Lp, q + (size_t)i0 * C3, C3, w->kT, k, R, L, hd, scale);
+        softmax_rows(w->Sb, w->Sb, Lp, R, L);
+        if (att)
+            for (int r = 0; r < R; r++) {
+                float *p = att + (size_t)(i0 + r) * T;
+                memcpy(p, w->Sb + (size_t)r * Lp, (size_t)(Lp < T ? Lp : T) * sizeof(float));
+                for (int j = Lp; j < T; j++) p[j] = 0.0f;
             }
-            __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-            for (int c = 0; c < nL; c++)
-                _mm512_mask_storeu_ps(p + 16 * c, lanes_below(16 * c, T),
-                                      _mm512_mul_ps(_mm512_load_ps(s + 16 * c), inv));
-            for (int j = Lp; j < T; j++) p[j] = 0.0f;
-        }
         /* out rows i0.. = P[:, :L] v[:L] */
-        tiles(o + (size_t)i0 * C, C, P + (size_t)i0 * T, (size_t)T, 1, v, C3, L, R, hd / 16, 0);
+        tiles(o + (size_t)i0 * C, C, w->Sb, (size_t)Lp, 1, v, C3, L, R, hd / 16, 0);
     }
 }
 
 /* backward of one (b, h): dq, dk, dv (T, hd) row stride C3 (+=), g = dout (T, hd)
- * row stride C, P (T, T) saved by forward, dS (T, T) scratch */
-ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, float *dS, const float *g, size_t C,
-                                 const float *P, const float *q, const float *k, const float *v,
-                                 size_t C3, int T, int L, int hd, float scale) {
-    float vT[ATT_KT_FLOATS] __attribute__((aligned(64)));
-    float Sb[ATT_MR * ATT_MAX_T] __attribute__((aligned(64)));
-    float dS_local[ATT_DS_LOCAL] __attribute__((aligned(64)));
+ * row stride C; P recomputed into w->P, s dS into w->dS (row stride Lp) */
+ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, const float *g, size_t C,
+                                 const float *q, const float *k, const float *v, size_t C3, int T,
+                                 int L, int hd, float scale, const AttBufs *w) {
     int Lp = (L + 15) / 16 * 16, nL = Lp / 16;
     int j0 = L / 16 * 16, tail = L - j0 > 0 && L - j0 <= ATT_TAIL;
     int Lk = tail ? j0 : Lp; /* columns by register tiles */
-    if ((size_t)T * T <= ATT_DS_LOCAL) dS = dS_local; /* small T: dS never leaves L1/L2 */
-    transpose_rows(vT, v, C3, tail ? j0 : L, Lk, hd, 1.0f);
+    float *P = w->P, *dS = w->dS, *Sb = w->Sb;
+    transpose_rows(w->kT, k, C3, tail ? j0 : L, Lk, hd, scale);
+    transpose_rows(w->vT, v, C3, tail ? j0 : L, Lk, hd, 1.0f);
     __m512 vs = _mm512_set1_ps(scale);
     for (int i0 = 0, R; i0 < T; i0 += R) {
         R = tile_rows(T - i0);
+        /* P rows i0.., as forward computed them */
+        score_rows(Sb, Lp, q + (size_t)i0 * C3, C3, w->kT, k, R, L, hd, scale);
+        softmax_rows(P + (size_t)i0 * Lp, Sb, Lp, R, L);
         /* dP rows i0.. (R, Lp) = dout v^T */
-        tiles(Sb, Lp, g + (size_t)i0 * C, C, 1, vT, Lk, hd, R, Lk / 16, 0);
+        tiles(Sb, (size_t)Lp, g + (size_t)i0 * C, C, 1, w->vT, (size_t)Lk, hd, R, Lk / 16, 0);
         if (tail) tail_cols(Sb, Lp, g + (size_t)i0 * C, C, v, C3, R, j0, L, hd, 1.0f);
-        /* s dS = s P * (dP - rowsum(dP * P)) on the first L columns */
+        /* s dS = s P * (dP - rowsum(dP * P)); P is 0 beyond L, so is dS */
         for (int r = 0; r < R; r++) {
             const float *dp = Sb + (size_t)r * Lp;
-            const float *p = P + (size_t)(i0 + r) * T;
-            float *ds = dS + (size_t)(i0 + r) * T;
+            const float *p = P + (size_t)(i0 + r) * Lp;
+            float *ds = dS + (size_t)(i0 + r) * Lp;
             __m512 dot = _mm512_setzero_ps();
             for (int c = 0; c < nL; c++)
-                dot = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes_below(16 * c, L), p + 16 * c),
-                                      _mm512_load_ps(dp + 16 * c), dot);
+                dot = _mm512_fmadd_ps(_mm512_load_ps(p + 16 * c), _mm512_load_ps(dp + 16 * c), dot);
             __m512 rs = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
             for (int c = 0; c < nL; c++) {
-                __mmask16 mk = lanes_below(16 * c, L);
-                __m512 pv = _mm512_maskz_loadu_ps(mk, p + 16 * c);
+                __m512 pv = _mm512_load_ps(p + 16 * c);
                 __m512 d = _mm512_mul_ps(_mm512_mul_ps(pv, vs), _mm512_sub_ps(_mm512_load_ps(dp + 16 * c), rs));
-                _mm512_mask_storeu_ps(ds + 16 * c, mk, d);
+                _mm512_store_ps(ds + 16 * c, d);
             }
         }
         /* dQ rows i0.. += (s dS)[:, :L] k[:L] */
-        tiles(dq + (size_t)i0 * C3, C3, dS + (size_t)i0 * T, (size_t)T, 1, k, C3, L, R, hd / 16, 1);
+        tiles(dq + (size_t)i0 * C3, C3, dS + (size_t)i0 * Lp, (size_t)Lp, 1, k, C3, L, R, hd / 16, 1);
     }
     /* dV[:L] += P[:, :L]^T dout ; dK[:L] += (s dS)[:, :L]^T q */
-    tiles(dv, C3, P, 1, (size_t)T, g, C, T, L, hd / 16, 1);
-    tiles(dk, C3, dS, 1, (size_t)T, q, C3, T, L, hd / 16, 1);
+    tiles(dv, C3, P, 1, (size_t)Lp, g, C, T, L, hd / 16, 1);
+    tiles(dk, C3, dS, 1, (size_t)Lp, q, C3, T, L, hd / 16, 1);
 }
 #endif
 
-void attention_forward(float *out, float *att, const float *qkv, const int *lens,
-                       int B, int T, int C, int H) {
+/* floats of one thread's slice: kT, vT (hd, Tp), Sb (ATT_MR, Tp), P, dS (T, Tp)
+ * (the sgemm fallback uses P and dS as (T, T)), rounded to 16 floats, plus 16
+ * for aligning the slice to 64 bytes */
+static size_t slice_floats(int T, int C, int H) {
+    size_t Tp = ((size_t)T + 15) / 16 * 16, hd = (size_t)(C / H);
+    size_t n = 2 * hd * Tp + ATT_MR * Tp + 2 * (size_t)T * Tp;
+    return (n + 15) / 16 * 16 + 16;
+}
+
+size_t attention_scratch_floats(int T, int C, int H, int threads) {
+    FLIP_CHECK(T > 0 && C > 0 && H > 0 && C % H == 0 && threads > 0,
+               "attention_scratch_floats: bad dims T=%d C=%d H=%d threads=%d", T, C, H, threads);
+    return flip_mul_size(slice_floats(T, C, H), (size_t)threads, "attention scratch");
+}
+
+/* this thread's 64-byte aligned slice of the scratch */
+static float *thread_slice(float *scratch, int T, int C, int H) {
+    uintptr_t p = (uintptr_t)(scratch + slice_floats(T, C, H) * (size_t)omp_get_thread_num());
+    return (float *)((p + 63) & ~(uintptr_t)63);
+}
+
+static void check_scratch(const char *fn, size_t n_scratch, int T, int C, int H, int threads) {
+    size_t need = attention_scratch_floats(T, C, H, threads);
+    FLIP_CHECK(n_scratch >= need,
+               "%s: scratch of %zu floats, %zu needed for T=%d C=%d H=%d and %d threads "
+               "(was the thread count raised after planning? plan again)",
+               fn, n_scratch, need, T, C, H, threads);
+}
+
+void attention_forward(float *out, float *att, float *scratch, size_t n_scratch, const float *qkv,
+                       const int *lens, int B, int T, int C, int H) {
     check_dims("attention_forward", lens, B, T, C, H);
+    check_scratch("attention_forward", n_scratch, T, C, H, omp_get_max_threads());
     int hd = C / H, n_bh = B * H;
     size_t C3 = 3 * (size_t)C;
     float scale = (float)(1.0 / sqrt((double)hd));
@@ -437,39 +509,41 @@ void attention_forward(float *out, float *att, const float *qkv, const int *lens
         int L = lens ? lens[b] : T;
         const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hd; /* (T, hd), row stride 3C */
         const float *k = q + C, *v = q + 2 * (size_t)C;
-        float *P = att + (size_t)bh * T * T;                       /* (T, T) */
+        float *Pa = att ? att + (size_t)bh * T * T : NULL;         /* (T, T) */
         float *o = out + (size_t)b * T * C + (size_t)h * hd;        /* (T, hd), row stride C */
+        float *slice = thread_slice(scratch, T, C, H);
         if ((bh + 1) % ch != 0 && bh + 1 < n_bh) { /* next block of this chunk */
             int b1 = (bh + 1) / H, h1 = (bh + 1) % H;
             const float *q1 = qkv + (size_t)b1 * T * C3 + (size_t)h1 * hd;
             for (int part = 0; part < 3; part++) prefetch_rows(q1 + (size_t)part * C, C3, T, hd, 0);
             prefetch_rows(out + (size_t)b1 * T * C + (size_t)h1 * hd, C, T, hd, 1);
-            prefetch_rows(P + (size_t)T * T, T, T, T, 1);
         }
 #ifdef ATT_HAVE_AVX512
         if (fast) {
-            fwd_block(o, (size_t)C, P, q, k, v, C3, T, L, hd, scale);
+            AttBufs w = att_bufs(slice, T, hd);
+            fwd_block(o, (size_t)C, Pa, q, k, v, C3, T, L, hd, scale, &w);
             continue;
         }
 #endif
+        float *P = slice; /* (T, T) */
         /* S[:, :L] = s q k[:L]^T */
         sgemm('N', 'T', T, L, hd, scale, q, C3, k, C3, 0.0f, P, T);
         softmax_block_masked(P, L, T);
         /* out = P[:, :L] v[:L] */
         sgemm('N', 'N', T, hd, L, 1.0f, P, T, v, C3, 0.0f, o, C);
+        if (Pa) memcpy(Pa, P, (size_t)T * T * sizeof(float));
     }
 }
 
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                        const float *att, const int *lens, int B, int T, int C, int H) {
+void attention_backward(float *dqkv, float *scratch, size_t n_scratch, const float *dout,
+                        const float *qkv, const int *lens, int B, int T, int C, int H) {
     check_dims("attention_backward", lens, B, T, C, H);
+    check_scratch("attention_backward", n_scratch, T, C, H, omp_get_max_threads());
     int hd = C / H, n_bh = B * H;
     size_t C3 = 3 * (size_t)C;
     float scale = (float)(1.0 / sqrt((double)hd));
-    int dS_in_scratch = 1;
 #ifdef ATT_HAVE_AVX512
     int fast = att_fast_ok(T, hd);
-    if (fast && (size_t)T * T <= ATT_DS_LOCAL) dS_in_scratch = 0;
 #endif
     int ch = att_chunk(n_bh);
 #pragma omp parallel for schedule(dynamic, ch)
@@ -480,8 +554,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         const float *q = qkv + off, *k = q + C, *v = q + 2 * (size_t)C;
         float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * (size_t)C;
         const float *g = dout + (size_t)b * T * C + (size_t)h * hd; /* (T, hd), row stride C */
-        const float *P = att + (size_t)bh * T * T;
-        float *dS = scratch + (size_t)bh * T * T;
+        float *slice = thread_slice(scratch, T, C, H);
         if ((bh + 1) % ch != 0 && bh + 1 < n_bh) { /* next block of this chunk */
             int b1 = (bh + 1) / H, h1 = (bh + 1) % H;
             size_t off1 = (size_t)b1 * T * C3 + (size_t)h1 * hd;
@@ -490,15 +563,18 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                 prefetch_rows(dqkv + off1 + (size_t)part * C, C3, T, hd, 1);
             }
             prefetch_rows(dout + (size_t)b1 * T * C + (size_t)h1 * hd, C, T, hd, 0);
-            prefetch_rows(P + (size_t)T * T, T, T, T, 0);
-            if (dS_in_scratch) prefetch_rows(dS + (size_t)T * T, T, T, T, 1);
         }
 #ifdef ATT_HAVE_AVX512
         if (fast) {
-            bwd_block(dq, dk, dv, dS, g, (size_t)C, P, q, k, v, C3, T, L, hd, scale);
+            AttBufs w = att_bufs(slice, T, hd);
+            bwd_block(dq, dk, dv, g, (size_t)C, q, k, v, C3, T, L, hd, scale, &w);
             continue;
         }
 #endif
+        float *P = slice, *dS = slice + (size_t)T * T; /* (T, T) each */
+        /* P as forward computed it */
+        sgemm('N', 'T', T, L, hd, scale, q, C3, k, C3, 0.0f, P, T);
+        softmax_block_masked(P, L, T);
         /* dV[:L] += P[:, :L]^T dout */
         sgemm('T', 'N', L, hd, T, 1.0f, P, T, g, C, 1.0f, dv, C3);
         /* dP[:, :L] = dout v[:L]^T, then dS in place */
@@ -511,66 +587,76 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
 }
 
 /* ---- reference ---- */
-void attention_forward_ref(float *out, float *att, const float *qkv, const int *lens,
-                           int B, int T, int C, int H) {
-    check_dims("attention_forward_ref", lens, B, T, C, H);
-    int hd = C / H;
+/* P (T, T) of head h of the sample at xb (T, 3C): probabilities from double
+ * scores, stored as float; keys j >= L exactly 0 */
+static void ref_probs(float *P, const float *xb, int T, int C, int hd, int h, int L) {
     size_t C3 = 3 * (size_t)C;
     double scale = 1.0 / sqrt((double)hd);
+    for (int i = 0; i < T; i++) {
+        const float *q = xb + i * C3 + (size_t)h * hd;
+        double mx = -INFINITY;
+        for (int j = 0; j < L; j++) {
+            const float *k = xb + j * C3 + C + (size_t)h * hd;
+            double sc = 0.0;
+            for (int d = 0; d < hd; d++) sc += (double)q[d] * (double)k[d];
+            sc *= scale;
+            if (sc > mx) mx = sc;
+        }
+        double sum = 0.0;
+        for (int j = 0; j < L; j++) {
+            const float *k = xb + j * C3 + C + (size_t)h * hd;
+            double sc = 0.0;
+            for (int d = 0; d < hd; d++) sc += (double)q[d] * (double)k[d];
+            sum += exp(sc * scale - mx);
+        }
+        for (int j = 0; j < T; j++) {
+            if (j >= L) { P[(size_t)i * T + j] = 0.0f; continue; }
+            const float *k = xb + j * C3 + C + (size_t)h * hd;
+            double sc = 0.0;
+            for (int d = 0; d < hd; d++) sc += (double)q[d] * (double)k[d];
+            P[(size_t)i * T + j] = (float)(exp(sc * scale - mx) / sum);
+        }
+    }
+}
+
+void attention_forward_ref(float *out, float *att, float *scratch, size_t n_scratch, const float *qkv,
+                           const int *lens, int B, int T, int C, int H) {
+    check_dims("attention_forward_ref", lens, B, T, C, H);
+    check_scratch("attention_forward_ref", n_scratch, T, C, H, 1);
+    int hd = C / H;
+    size_t C3 = 3 * (size_t)C;
     for (int b = 0; b < B; b++) {
         int L = lens ? lens[b] : T;
         const float *xb = qkv + (size_t)b * T * C3;
         for (int h = 0; h < H; h++) {
-            float *P = att + ((size_t)b * H + h) * T * T;
-            for (int i = 0; i < T; i++) {
-                const float *q = xb + i * C3 + (size_t)h * hd;
-                /* scores in double, stored after normalisation */
-                double mx = -INFINITY;
-                for (int j = 0; j < L; j++) {
-                    const float *k = xb + j * C3 + C + (size_t)h * hd;
-                    double sc = 0.0;
-                    for (int d = 0; d < hd; d++) sc += (double)q[d] * (double)k[d];
-                    sc *= scale;
-                    if (sc > mx) mx = sc;
-                }
-                double sum = 0.0;
-                for (int j = 0; j < L; j++) {
-                    const float *k = xb + j * C3 + C + (size_t)h * hd;
-                    double sc = 0.0;
-                    for (int d = 0; d < hd; d++) sc += (double)q[d] * (double)k[d];
-                    sum += exp(sc * scale - mx);
-                }
-                for (int j = 0; j < T; j++) {
-                    if (j >= L) { P[(size_t)i * T + j] = 0.0f; continue; }
-                    const float *k = xb + j * C3 + C + (size_t)h * hd;
-                    double sc = 0.0;
-                    for (int d = 0; d < hd; d++) sc += (double)q[d] * (double)k[d];
-                    P[(size_t)i * T + j] = (float)(exp(sc * scale - mx) / sum);
-                }
+            float *P = att ? att + ((size_t)b * H + h) * T * T : scratch;
+            ref_probs(P, xb, T, C, hd, h, L);
+            for (int i = 0; i < T; i++)
                 for (int d = 0; d < hd; d++) {
                     double acc = 0.0;
                     for (int j = 0; j < L; j++)
                         acc += (double)P[(size_t)i * T + j] * (double)xb[j * C3 + 2 * (size_t)C + (size_t)h * hd + d];
                     out[((size_t)b * T + i) * C + (size_t)h * hd + d] = (float)acc;
                 }
-            }
         }
     }
 }
 
-void attention_backward_ref(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                            const float *att, const int *lens, int B, int T, int C, int H) {
+void attention_backward_ref(float *dqkv, float *scratch, size_t n_scratch, const float *dout,
+                            const float *qkv, const int *lens, int B, int T, int C, int H) {
     check_dims("attention_backward_ref", lens, B, T, C, H);
+    check_scratch("attention_backward_ref", n_scratch, T, C, H, 1);
     int hd = C / H;
     size_t C3 = 3 * (size_t)C;
     double scale = 1.0 / sqrt((double)hd);
+    float *P = scratch, *dS = scratch + (size_t)T * T; /* (T, T) each */
     for (int b = 0; b < B; b++) {
+        int L = lens ? lens[b] : T;
         const float *xb = qkv + (size_t)b * T * C3;
         float *dxb = dqkv + (size_t)b * T * C3;
         const float *gb = dout + (size_t)b * T * C;
         for (int h = 0; h < H; h++) {
-            const float *P = att + ((size_t)b * H + h) * T * T;
-            float *dS = scratch + ((size_t)b * H + h) * T * T;
+            ref_probs(P, xb, T, C, hd, h, L); /* as forward computed it */
             size_t ho = (size_t)h * hd;
             /* dS = P * (dP - rowsum(dP * P)), dP_ij = dout_i . v_j */
             for (int i = 0; i < T; i++) {

@@ -11,13 +11,15 @@
  *   (lens) -> LN -> mean over the valid tokens -> proj (no bias) -> L2 norm.
  *
  * Backward runs in exact reverse. Forward saves per block the LN inputs and
- * their mean/rstd, qkv, the attention probabilities, the attention output and
- * the fc1 pre-activation; the two LN outputs and the GELU output (6 of the 16
- * floats per token and channel a block would otherwise keep) are written to
- * tower-shared scratch and recomputed in backward, bit for bit, by the same op
- * calls right before the matmul that needs them (one LN forward per LN and one
- * GELU per block: about 2 % of a step for 37 % less activation memory; the
- * numbers are in benchmarks/RESULTS.md). In bf16 precision the LN, fc1, GELU
+ * their mean/rstd, qkv, the attention output and the fc1 pre-activation; the
+ * two LN outputs and the GELU output (6 of the 16 floats per token and channel
+ * a block would otherwise keep) are written to tower-shared scratch and
+ * recomputed in backward, bit for bit, by the same op calls right before the
+ * matmul that needs them (one LN forward per LN and one GELU per block: about
+ * 2 % of a step for 37 % less activation memory; the numbers are in
+ * benchmarks/RESULTS.md). The attention probabilities (B H T^2 floats per
+ * block) are not kept either: attention_backward recomputes them (attention.c).
+ * In bf16 precision the LN, fc1, GELU
  * and attention outputs are kept as bf16 (block_forward_bf16, docs/model.md).
  * Residual adds are
  * folded into backward by accumulation: the residual-stream gradient buffer
@@ -35,6 +37,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <omp.h>
 
 #include "common.h"
 #include "dnnl_util.h"
@@ -66,8 +70,8 @@ typedef struct {
                    int);
     void (*ln_bwd)(float *, float *, float *, const float *, const float *, const float *,
                    const float *, const float *, int, int);
-    void (*attn_fwd)(float *, float *, const float *, const int *, int, int, int, int);
-    void (*attn_bwd)(float *, float *, const float *, const float *, const float *, const int *,
+    void (*attn_fwd)(float *, float *, float *, size_t, const float *, const int *, int, int, int, int);
+    void (*attn_bwd)(float *, float *, size_t, const float *, const float *, const int *,
                      int, int, int, int);
     void (*res_fwd)(float *, const float *, const float *, size_t);
     void (*pool_fwd)(float *, const float *, const int *, int, int, int);
@@ -300,7 +304,6 @@ double flip_model_grad_norm(const FlipModel *m) { return sqrt(sumsq(m->grads, m-
 typedef struct {
     float *ln1_mean, *ln1_rstd;       /* (M), (M); LN1 output recomputed */
     float *qkv;                       /* (M, 3C) */
-    float *att;                       /* (B, H, T, T) softmax probabilities */
     float *atty;                      /* (M, C) attention output, input of proj */
     uint16_t *atty_b;                 /* bf16 activations: atty as bf16 (atty is NULL) */
     float *x1;                        /* (M, C) after the attention residual */
@@ -343,7 +346,8 @@ struct FlipActs {
     float *dqkv;      /* (M, 3C) */
     float *dh;        /* (M, hidden) */
     float *dpre;      /* (M, hidden) linear_gelu backward scratch */
-    float *datt;      /* (B, H, T, T) attention backward scratch */
+    float *att_scr;   /* attention forward/backward scratch, per OpenMP thread */
+    size_t n_att_scr; /* its floats, for the thread count at plan time */
     float *dpooled;   /* (B, C) */
     float *dfeat;     /* (B, D) */
 };
@@ -361,7 +365,6 @@ static void tower_layout(TowerActs *ta, Arena *a, const Tower *tw, int B, int T,
         b->ln1_mean = arena_floats(a, M);
         b->ln1_rstd = arena_floats(a, M);
         b->qkv = arena_floats(a, M * 3 * C);
-        b->att = arena_floats(a, (size_t)B * (size_t)tw->H * (size_t)T * (size_t)T);
         if (bf16) b->atty_b = arena_alloc(a, flip_mul_size(M * C, sizeof(uint16_t), "atty"));
         else b->atty = arena_floats(a, M * C);
         b->x1 = arena_floats(a, M * C);
@@ -398,8 +401,9 @@ static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N
     size_t Mv = (size_t)B * (size_t)N, Mt = (size_t)B * (size_t)T;
     size_t MC = max_sz(Mv * (size_t)tv.C, Mt * (size_t)tt.C);
     size_t MH = max_sz(Mv * (size_t)tv.hidden, Mt * (size_t)tt.hidden);
-    size_t ATT = max_sz((size_t)B * (size_t)tv.H * (size_t)N * (size_t)N,
-                        (size_t)B * (size_t)tt.H * (size_t)T * (size_t)T);
+    int threads = omp_get_max_threads();
+    size_t ATT = max_sz(attention_scratch_floats(N, tv.C, tv.H, threads),
+                        attention_scratch_floats(T, tt.C, tt.H, threads));
     A->tmp = arena_floats(a, MC);
     if (bf16) A->ln_b = arena_alloc(a, flip_mul_size(MC, sizeof(uint16_t), "ln"));
     else A->ln = arena_floats(a, MC);
@@ -414,7 +418,8 @@ static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N
         A->h = NULL;
         A->h_b = (uint16_t *)A->dpre;
     }
-    A->datt = arena_floats(a, ATT);
+    A->att_scr = arena_floats(a, ATT);
+    A->n_att_scr = ATT;
     A->dpooled = arena_floats(a, (size_t)B * max_sz((size_t)tv.C, (size_t)tt.C));
     A->dfeat = arena_floats(a, (size_t)B * (size_t)D);
 }
@@ -483,7 +488,7 @@ static void block_forward_bf16(FlipModel *m, const Tower *tw, int l, BlockActs *
     PROF(FLIP_PROF_MATMUL, linear_forward_b(b->qkv, NULL, A->ln_b, PARAM(m, k + BLK_QKV_W), PARAM(m, k + BLK_QKV_B),
                                             M, C, 3 * C));
     /* the attention output goes through tmp (f32) into atty_b (what proj reads) */
-    PROF(FLIP_PROF_ATTENTION, attention_forward(tmp, b->att, b->qkv, lens, B, T, C, tw->H));
+    PROF(FLIP_PROF_ATTENTION, attention_forward(tmp, NULL, A->att_scr, A->n_att_scr, b->qkv, lens, B, T, C, tw->H));
     PROF(FLIP_PROF_BF16, flip_f32_to_bf16(b->atty_b, tmp, MC));
     PROF(FLIP_PROF_MATMUL, linear_forward_b(tmp, NULL, b->atty_b, PARAM(m, k + BLK_PROJ_W), PARAM(m, k + BLK_PROJ_B),
                                             M, C, C));
@@ -511,7 +516,7 @@ static void block_forward(FlipModel *m, const Ops *o, const Tower *tw, int l, Bl
     PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(ln, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W), PARAM(m, k + BLK_LN1_B),
               M, C));
     PROF(FLIP_PROF_MATMUL, o->linear_fwd(b->qkv, ln, PARAM(m, k + BLK_QKV_W), PARAM(m, k + BLK_QKV_B), M, C, 3 * C));
-    PROF(FLIP_PROF_ATTENTION, o->attn_fwd(b->atty, b->att, b->qkv, lens, B, T, C, tw->H));
+    PROF(FLIP_PROF_ATTENTION, o->attn_fwd(b->atty, NULL, m->acts->att_scr, m->acts->n_att_scr, b->qkv, lens, B, T, C, tw->H));
     PROF(FLIP_PROF_MATMUL, o->linear_fwd(tmp, b->atty, PARAM(m, k + BLK_PROJ_W), PARAM(m, k + BLK_PROJ_B), M, C, C));
     PROF(FLIP_PROF_EMBED, o->res_fwd(b->x1, x, tmp, (size_t)M * (size_t)C));
     PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(ln, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
@@ -648,7 +653,7 @@ static void block_backward_bf16(FlipModel *m, const Tower *tw, int l, const Bloc
                                              b->atty_b, PARAM(m, k + BLK_PROJ_W), M, C, C));
     report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
     zero(A->dqkv, 3 * MC);
-    PROF(FLIP_PROF_ATTENTION, attention_backward(A->dqkv, A->datt, A->datty, b->qkv, b->att, lens, B, T, C, tw->H));
+    PROF(FLIP_PROF_ATTENTION, attention_backward(A->dqkv, A->att_scr, A->n_att_scr, A->datty, b->qkv, lens, B, T, C, tw->H));
     PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W),
                                                   PARAM(m, k + BLK_LN1_B), M, C));
     zero(A->dln, MC);
@@ -692,7 +697,7 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
                   PARAM(m, k + BLK_PROJ_W), M, C, C));
     report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
     zero(A->dqkv, 3 * MC);
-    PROF(FLIP_PROF_ATTENTION, o->attn_bwd(A->dqkv, A->datt, A->datty, b->qkv, b->att, lens, B, T, C, tw->H));
+    PROF(FLIP_PROF_ATTENTION, o->attn_bwd(A->dqkv, A->att_scr, A->n_att_scr, A->datty, b->qkv, lens, B, T, C, tw->H));
     /* recompute LN1's output */
     PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(A->ln, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W),
               PARAM(m, k + BLK_LN1_B), M, C));

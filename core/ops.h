@@ -93,19 +93,25 @@ void gelu_backward_store_ref(float *dinp, const float *dout, const float *inp, s
 /* ---- attention.c: multi-head self-attention core (no projections).
  * qkv (B, T, 3C): per token [q (C) | k (C) | v (C)], head h owns columns
  * [h*hd, (h+1)*hd) of each, hd = C/H. out (B, T, C) heads concatenated.
- * att (B, H, T, T): softmax probabilities, saved for backward.
+ * att (B, H, T, T): optional (NULL: not written) copy of the softmax
+ * probabilities P, for tests and inspection; backward does not need it: it
+ * recomputes P bit for bit from qkv.
  * lens (B): number of valid (non-padded) positions of each sample; keys at
  * t >= lens[b] are never attended (queries there still produce output, from
  * the valid keys). NULL = all T valid. Scale 1/sqrt(hd).
- * scratch for backward: B*H*T*T floats (datt). */
-void attention_forward(float *out, float *att, const float *qkv, const int *lens,
-                       int B, int T, int C, int H);
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                        const float *att, const int *lens, int B, int T, int C, int H);
-void attention_forward_ref(float *out, float *att, const float *qkv, const int *lens,
-                           int B, int T, int C, int H);
-void attention_backward_ref(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                            const float *att, const int *lens, int B, int T, int C, int H);
+ * scratch: attention_scratch_floats(T, C, H, threads) floats, n_scratch its
+ * size; the fast ops need threads = omp_get_max_threads() at the call (they
+ * fail with a clear error otherwise), the _ref twins threads = 1. Contents are
+ * not kept between calls. */
+size_t attention_scratch_floats(int T, int C, int H, int threads);
+void attention_forward(float *out, float *att, float *scratch, size_t n_scratch, const float *qkv,
+                       const int *lens, int B, int T, int C, int H);
+void attention_backward(float *dqkv, float *scratch, size_t n_scratch, const float *dout,
+                        const float *qkv, const int *lens, int B, int T, int C, int H);
+void attention_forward_ref(float *out, float *att, float *scratch, size_t n_scratch, const float *qkv,
+                           const int *lens, int B, int T, int C, int H);
+void attention_backward_ref(float *dqkv, float *scratch, size_t n_scratch, const float *dout,
+                            const float *qkv, const int *lens, int B, int T, int C, int H);
 /* softmax over rows of n (in place allowed), used by attention and tests */
 void softmax_forward(float *out, const float *inp, int M, int n);
 void softmax_forward_ref(float *out, const float *inp, int M, int n);

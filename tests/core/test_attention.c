@@ -4,9 +4,11 @@
  * 32 and 64, chunk-boundary lengths L = 1, 15, 16, 17, 32, 33, L = T) and the
  * oneDNN sgemm fallback (hd 8, hd 80, T = 260). Checks: masked keys get
  * exactly zero probability and exactly zero dK / dV, padded key values do not
- * influence the output, rows of P sum to 1, backward accumulates (+=) into a
- * prefilled dqkv, results are bitwise the same with 1 and 2 OpenMP threads,
- * central finite differences in double on the reference path, trust checks. */
+ * influence the output, rows of P sum to 1, the optional P output changes
+ * nothing, backward (which recomputes P) accumulates (+=) into a prefilled
+ * dqkv, results are bitwise the same with 1 and 2 OpenMP threads, central
+ * finite differences in double on the reference path, trust checks, a scratch
+ * too small for the thread count is a fatal error. */
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -31,6 +33,14 @@ static void nan_fill(float *x, size_t n) {
 
 static float *falloc(size_t n) { return flip_malloc((n ? n : 1) * sizeof(float), "test buffer"); }
 
+/* scratch for the fast ops at the current thread count (NaN: never read before written) */
+static float *scratch_for(int T, int C, int H, size_t *n) {
+    *n = attention_scratch_floats(T, C, H, omp_get_max_threads());
+    float *s = falloc(*n);
+    nan_fill(s, *n);
+    return s;
+}
+
 static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t seed) {
     int hd = C / H;
     size_t C3 = 3 * (size_t)C;
@@ -38,20 +48,20 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
     float *qkv = falloc(nqkv), *dout = falloc(nout), *pre = falloc(nqkv);
     float *out = falloc(nout), *outr = falloc(nout), *att = falloc(natt), *attr = falloc(natt);
     float *dq = falloc(nqkv), *dq0 = flip_calloc(nqkv, sizeof(float), "dq0");
-    float *scr = falloc(natt), *scr2 = falloc(natt);
+    size_t nscr, nscr2 = attention_scratch_floats(T, C, H, 1);
+    float *scr = scratch_for(T, C, H, &nscr), *scr2 = falloc(nscr2);
     fill(qkv, nqkv, seed + 1, 1.0);
     fill(dout, nout, seed + 2, 1.0);
     fill(pre, nqkv, seed + 3, 1.0);
     /* outputs and scratch start as NaN: the fast path must never read them */
     nan_fill(out, nout);
     nan_fill(att, natt);
-    nan_fill(scr, natt);
     char what[200];
     char tag[96];
     snprintf(tag, sizeof tag, "B=%d T=%d C=%d H=%d hd=%d lens=%s", B, T, C, H, hd, lens ? "yes" : "NULL");
 
-    attention_forward(out, att, qkv, lens, B, T, C, H);
-    attention_forward_ref(outr, attr, qkv, lens, B, T, C, H);
+    attention_forward(out, att, scr, nscr, qkv, lens, B, T, C, H);
+    attention_forward_ref(outr, attr, scr2, nscr2, qkv, lens, B, T, C, H);
     snprintf(what, sizeof what, "attention fwd att %s", tag);
     test_close_f(what, att, attr, natt, TOL_OP_ATOL, TOL_OP_RTOL);
     snprintf(what, sizeof what, "attention fwd out %s", tag);
@@ -81,6 +91,16 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
                tag, n_masked_nonzero, n_masked);
     TEST_CHECK(worst_sum < 1e-5, "attention rows of P sum to 1 %s: worst |sum-1| %.3g", tag, worst_sum);
 
+    /* without the optional P output: the same bits (fast and ref) */
+    {
+        float *o2 = falloc(nout), *o3 = falloc(nout);
+        attention_forward(o2, NULL, scr, nscr, qkv, lens, B, T, C, H);
+        attention_forward_ref(o3, NULL, scr2, nscr2, qkv, lens, B, T, C, H);
+        TEST_CHECK(memcmp(o2, out, nout * sizeof(float)) == 0 && memcmp(o3, outr, nout * sizeof(float)) == 0,
+                   "attention fwd out without the P output is bitwise the same %s", tag);
+        flip_free(o2); flip_free(o3);
+    }
+
     /* padded keys' k and v do not influence anything */
     if (lens) {
         float *qkv2 = falloc(nqkv), *out2 = falloc(nout), *att2 = falloc(natt);
@@ -88,7 +108,7 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
         for (int b = 0; b < B; b++)
             for (int t = lens[b]; t < T; t++)
                 for (size_t c = C; c < C3; c++) qkv2[((size_t)b * T + t) * C3 + c] = 1e3f;
-        attention_forward(out2, att2, qkv2, lens, B, T, C, H);
+        attention_forward(out2, att2, scr, nscr, qkv2, lens, B, T, C, H);
         int same = memcmp(out2, out, nout * sizeof(float)) == 0 && memcmp(att2, att, natt * sizeof(float)) == 0;
         TEST_CHECK(same, "attention output independent of padded keys/values %s", tag);
         flip_free(qkv2); flip_free(out2); flip_free(att2);
@@ -96,8 +116,9 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
 
     /* backward: fast into prefilled, ref from zero */
     memcpy(dq, pre, nqkv * sizeof(float));
-    attention_backward(dq, scr, dout, qkv, att, lens, B, T, C, H);
-    attention_backward_ref(dq0, scr2, dout, qkv, attr, lens, B, T, C, H);
+    nan_fill(scr, nscr);
+    attention_backward(dq, scr, nscr, dout, qkv, lens, B, T, C, H);
+    attention_backward_ref(dq0, scr2, nscr2, dout, qkv, lens, B, T, C, H);
     double *e = flip_malloc(nqkv * sizeof(double), "expected");
     for (size_t i = 0; i < nqkv; i++) e[i] = (double)pre[i] + (double)dq0[i];
     snprintf(what, sizeof what, "attention bwd dqkv (+= prefilled) %s", tag);
@@ -140,9 +161,9 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
 }
 
-static double ref_loss(const float *qkv, const float *R, float *out, float *att, const int *lens,
-                       int B, int T, int C, int H) {
-    attention_forward_ref(out, att, qkv, lens, B, T, C, H);
+static double ref_loss(const float *qkv, const float *R, float *out, float *scr, size_t nscr,
+                       const int *lens, int B, int T, int C, int H) {
+    attention_forward_ref(out, NULL, scr, nscr, qkv, lens, B, T, C, H);
     double L = 0.0;
     for (size_t i = 0; i < (size_t)B * T * C; i++) L += (double)out[i] * (double)R[i];
     return L;
@@ -150,13 +171,12 @@ static double ref_loss(const float *qkv, const float *R, float *out, float *att,
 
 static void check_fd(int B, int T, int C, int H, const int *lens) {
     size_t C3 = 3 * (size_t)C;
-    size_t nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, natt = (size_t)B * H * T * T;
-    float *qkv = falloc(nqkv), *R = falloc(nout), *out = falloc(nout), *att = falloc(natt);
-    float *scr = falloc(natt), *g = flip_calloc(nqkv, sizeof(float), "dqkv");
+    size_t nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, nscr = attention_scratch_floats(T, C, H, 1);
+    float *qkv = falloc(nqkv), *R = falloc(nout), *out = falloc(nout);
+    float *scr = falloc(nscr), *g = flip_calloc(nqkv, sizeof(float), "dqkv");
     fill(qkv, nqkv, 900, 1.0);
     fill(R, nout, 901, 1.0);
-    ref_loss(qkv, R, out, att, lens, B, T, C, H);
-    attention_backward_ref(g, scr, R, qkv, att, lens, B, T, C, H);
+    attention_backward_ref(g, scr, nscr, R, qkv, lens, B, T, C, H);
     Rng r;
     rng_init(&r, 11, FLIP_RNG_TEST, 902, 0);
     const float h = 1e-2f;
@@ -170,9 +190,9 @@ static void check_fd(int B, int T, int C, int H, const int *lens) {
             float orig = qkv[i];
             float xp = orig + h, xm = orig - h;
             qkv[i] = xp;
-            double Lp = ref_loss(qkv, R, out, att, lens, B, T, C, H);
+            double Lp = ref_loss(qkv, R, out, scr, nscr, lens, B, T, C, H);
             qkv[i] = xm;
-            double Lm = ref_loss(qkv, R, out, att, lens, B, T, C, H);
+            double Lm = ref_loss(qkv, R, out, scr, nscr, lens, B, T, C, H);
             qkv[i] = orig;
             double fd = (Lp - Lm) / ((double)xp - (double)xm);
             double an = g[i];
@@ -185,7 +205,7 @@ static void check_fd(int B, int T, int C, int H, const int *lens) {
         TEST_CHECK(n_bad == 0, "attention finite differences d%s (B=%d T=%d C=%d H=%d lens=%s): %d/%d bad, worst rel %.3g",
                    part[k], B, T, C, H, lens ? "yes" : "NULL", n_bad, n_tried, worst);
     }
-    float *bufs[] = {qkv, R, out, att, scr, g};
+    float *bufs[] = {qkv, R, out, scr, g};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
 }
 
@@ -208,18 +228,32 @@ static _Noreturn void fatal_hook(int code) { longjmp(g_fatal_jmp, code ? code : 
 static void check_fatal(void) {
     static float buf[2 * 4 * 3 * 8], att[2 * 2 * 4 * 4];
     static const int bad0[2] = {4, 0}, bad5[2] = {5, 1};
-    EXPECT_FATAL("attention_forward length 0", attention_forward(buf, att, buf, bad0, 2, 4, 8, 2));
-    EXPECT_FATAL("attention_forward length > T", attention_forward(buf, att, buf, bad5, 2, 4, 8, 2));
+    size_t nscr;
+    float *scr = scratch_for(4, 8, 2, &nscr);
+    EXPECT_FATAL("attention_forward length 0", attention_forward(buf, att, scr, nscr, buf, bad0, 2, 4, 8, 2));
+    EXPECT_FATAL("attention_forward length > T", attention_forward(buf, att, scr, nscr, buf, bad5, 2, 4, 8, 2));
     EXPECT_FATAL("attention_backward C not a multiple of H",
-                 attention_backward(buf, att, buf, buf, att, NULL, 2, 4, 8, 3));
-    EXPECT_FATAL("attention_forward_ref length 0", attention_forward_ref(buf, att, buf, bad0, 2, 4, 8, 2));
+                 attention_backward(buf, scr, nscr, buf, buf, NULL, 2, 4, 8, 3));
+    EXPECT_FATAL("attention_forward_ref length 0",
+                 attention_forward_ref(buf, att, scr, nscr, buf, bad0, 2, 4, 8, 2));
+    /* scratch planned for fewer threads than the call runs with */
+    int nt0 = omp_get_max_threads();
+    size_t n1 = attention_scratch_floats(4, 8, 2, 1);
+    omp_set_num_threads(2);
+    EXPECT_FATAL("attention_forward scratch for 1 thread, run with 2",
+                 attention_forward(buf, NULL, scr, n1, buf, NULL, 2, 4, 8, 2));
+    EXPECT_FATAL("attention_backward scratch one float short",
+                 attention_backward(buf, scr, attention_scratch_floats(4, 8, 2, 2) - 1, buf, buf, NULL, 2, 4, 8, 2));
+    omp_set_num_threads(nt0);
+    flip_free(scr);
 }
 
 /* fast forward + backward bitwise identical with 1 and 2 OpenMP threads */
 static void check_threads(int B, int T, int C, int H, const int *lens) {
     size_t C3 = 3 * (size_t)C;
     size_t nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, natt = (size_t)B * H * T * T;
-    float *qkv = falloc(nqkv), *dout = falloc(nout), *scr = falloc(natt);
+    size_t nscr = attention_scratch_floats(T, C, H, 2);
+    float *qkv = falloc(nqkv), *dout = falloc(nout), *scr = falloc(nscr);
     float *out[2], *att[2], *dq[2];
     fill(qkv, nqkv, 700, 1.0);
     fill(dout, nout, 701, 1.0);
@@ -228,8 +262,8 @@ static void check_threads(int B, int T, int C, int H, const int *lens) {
         out[r] = falloc(nout); att[r] = falloc(natt);
         dq[r] = flip_calloc(nqkv, sizeof(float), "dq");
         omp_set_num_threads(r + 1);
-        attention_forward(out[r], att[r], qkv, lens, B, T, C, H);
-        attention_backward(dq[r], scr, dout, qkv, att[r], lens, B, T, C, H);
+        attention_forward(out[r], att[r], scr, nscr, qkv, lens, B, T, C, H);
+        attention_backward(dq[r], scr, nscr, dout, qkv, lens, B, T, C, H);
     }
     omp_set_num_threads(nt0);
     int same = memcmp(out[0], out[1], nout * sizeof(float)) == 0 &&
