@@ -36,7 +36,12 @@
  * Threading: one contiguous range per OpenMP thread (multiples of 16 floats),
  * serial below GELU_PAR_MIN elements. gelu_backward adds (+=) into dinp;
  * gelu_backward_store writes dinp = GELU'(inp) dout (no read of dinp).
- * Reference twins: double erf/exp from libm. */
+ * bf16 activations (_b: bf16 inp; _bb: bf16 inp and bf16 dinp): the same
+ * element functions on the widened values, rounded to nearest even
+ * (flip_bf16_round) where the output is bf16.
+ * Reference twins: double erf/exp from libm. The bf16 variants have no _ref
+ * twin: tests/core/test_bf16.c checks them bitwise against the f32 ops on the
+ * widened values (which are checked against the _ref twins). */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -147,6 +152,15 @@ static void gelu_backward_store_b_range(float *dinp, const float *dout, const ui
     for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_deriv(flip_bf16_widen(inp[i]));
 }
 
+/* bf16 gradient out: the product of gelu_backward_store_b_range, rounded to
+ * nearest even (flip_bf16_round, the rounding of gelu_forward_b_range; it
+ * vectorises here and keeps denormals, unlike the hardware VCVTNE2PS2BF16) */
+FLIP_SIMD_CLONES
+static void gelu_backward_store_bb_range(uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) dinp[i] = flip_bf16_round(dout[i] * gelu_deriv(flip_bf16_widen(inp[i])));
+}
+
 /* [*lo, *hi) of thread t of nt: contiguous, boundaries on multiples of 16 floats */
 static void gelu_range(size_t n, int t, int nt, size_t *lo, size_t *hi) {
     size_t chunk = (n + (size_t)nt - 1) / (size_t)nt;
@@ -192,6 +206,10 @@ void gelu_forward_b(uint16_t *out, const uint16_t *inp, size_t n) {
 
 void gelu_backward_store_b(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
     GELU_SPLIT(n, gelu_backward_store_b_range(dinp + lo_, dout + lo_, inp + lo_, len_));
+}
+
+void gelu_backward_store_bb(uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n) {
+    GELU_SPLIT(n, gelu_backward_store_bb_range(dinp + lo_, dout + lo_, inp + lo_, len_));
 }
 
 void gelu_forward_ref(float *out, const float *inp, size_t n) {

@@ -17,7 +17,13 @@
  * uses (linear_gelu_forward calls it), so the model can drop `out` after
  * forward and recompute it bit for bit in backward (activation memory):
  * gelu_forward is elementwise, so thread count and split never change a bit.
- * Reference twins: plain loops with double accumulation.
+ * bf16 activations (precision bf16): _b takes a bf16 inp, _bb also a bf16
+ * dout (dweight then multiplies two bf16 operands with no conversion at all;
+ * dbias sums the widened dout in bias_grad's order). Their results equal the
+ * f32 ops in bf16 precision on the widened values, bitwise.
+ * Reference twins: plain loops with double accumulation. The bf16 variants
+ * have none: tests/core/test_bf16.c checks them bitwise against the f32 ops
+ * on the widened values (which are checked against the _ref twins).
  */
 #include <math.h>
 #include <omp.h>
@@ -58,8 +64,10 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 /* dbias (OC) += sum over rows of dout (M, OC): each thread owns one column
  * block (as wide as OC / threads, so rows are streamed in long contiguous
  * segments) and walks all rows; every column is summed in row order, so the
- * result does not depend on the thread count. */
-static void bias_grad(float *dbias, const float *dout, int M, int OC) {
+ * result does not depend on the thread count. Exactly one of dout (f32) and
+ * dout_b (bf16, widened exactly) is given: the same sums in the same order, so
+ * bf16 values give bitwise what their widened f32 copy gives. */
+static void bias_grad(float *dbias, const float *dout, const uint16_t *dout_b, int M, int OC) {
     enum { CB_MAX = 2048 };
     int nt = omp_get_max_threads();
     int cb = (OC + nt - 1) / nt;
@@ -71,9 +79,16 @@ static void bias_grad(float *dbias, const float *dout, int M, int OC) {
         int c0 = blk * cb, n = OC - c0 < cb ? OC - c0 : cb;
         float acc[CB_MAX];
         for (int c = 0; c < n; c++) acc[c] = 0.0f;
-        for (int m = 0; m < M; m++) {
-            const float *row = dout + (size_t)m * OC + c0;
-            for (int c = 0; c < n; c++) acc[c] += row[c];
+        if (dout_b) {
+            for (int m = 0; m < M; m++) {
+                const uint16_t *row = dout_b + (size_t)m * OC + c0;
+                for (int c = 0; c < n; c++) acc[c] += flip_bf16_widen(row[c]);
+            }
+        } else {
+            for (int m = 0; m < M; m++) {
+                const float *row = dout + (size_t)m * OC + c0;
+                for (int c = 0; c < n; c++) acc[c] += row[c];
+            }
         }
         for (int c = 0; c < n; c++) dbias[c0 + c] += acc[c];
     }
@@ -98,7 +113,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias,
         if (dinp) flip_matmul_src_unchanged(); /* bf16: dout was just converted for dinp */
         flip_matmul(&s, dweight, dout, inp, NULL);
     }
-    if (dbias) bias_grad(dbias, dout, M, OC);
+    if (dbias) bias_grad(dbias, dout, NULL, M, OC);
 }
 
 /* ---- bf16 activations (precision bf16): inp holds bf16 values ---- */
@@ -135,6 +150,32 @@ void linear_backward_b(float *dinp, float *dweight, float *dbias, const float *d
         if (dinp) flip_matmul_src_unchanged(); /* dout was just converted for dinp */
         flip_matmul_mixed(&s, dweight, dout, inp, NULL);
     }
+}
+
+/* dout already bf16: no operand is converted for dweight (both bf16), only
+ * the f32 weight for dinp (so flip_matmul_src_unchanged has nothing to reuse) */
+void linear_backward_bb(float *dinp, float *dweight, float *dbias, const uint16_t *dout,
+                        const uint16_t *inp, const float *weight, int M, int IC, int OC) {
+    check_dims("linear_backward_bb", M, IC, OC);
+    require_bf16("linear_backward_bb");
+    if (M == 0) return;
+    FlipMatmulSpec s;
+    if (dinp) {
+        /* dinp (M, IC) += dout (M, OC) @ W (OC, IC), dout bf16, W converted */
+        spec2(&s, M, OC, IC, OC, 1, IC, 1);
+        s.accumulate = 1;
+        s.src_bf16 = 1;
+        flip_matmul_mixed(&s, dinp, dout, weight, NULL);
+    }
+    if (dweight) {
+        /* dweight (OC, IC) += dout^T (OC, M) @ inp (M, IC), both bf16 */
+        spec2(&s, OC, M, IC, 1, OC, IC, 1);
+        s.accumulate = 1;
+        s.src_bf16 = 1;
+        s.wei_bf16 = 1;
+        flip_matmul_mixed(&s, dweight, dout, inp, NULL);
+    }
+    if (dbias) bias_grad(dbias, NULL, dout, M, OC);
 }
 
 void linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,

@@ -266,6 +266,226 @@ static void test_linear(void) {
     flip_free(bound);
 }
 
+/* ---- bf16 gradients (_bb ops): dout / dinp held as bf16 ---- */
+
+/* bf16 bits of random values: uniform in [-scale, scale), rounded */
+static void fill_b(uint16_t *x, size_t n, Rng *r, float scale) {
+    for (size_t i = 0; i < n; i++) x[i] = bf16_by_definition(scale * (float)(2.0 * rng_uniform(r) - 1.0));
+}
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* gelu_backward_store_bb == bf16(gelu_backward_store_b) bitwise, the rounding
+ * taken by the test's own definition (not the library's flip_bf16_round):
+ * sizes around GELU_PAR_MIN (32768, the serial / threaded switch) and the
+ * 16-float thread boundaries; inputs with every sign, +-0, +-inf, NaN, large
+ * |x| (GELU' = 1 or -0) and dout spanning magnitudes down to denormal products */
+static void test_gelu_bb(void) {
+    static const size_t sizes[] = {1, 15, 17, 1000, 32767, 32768, 32768 + 17, 65536 + 33, 100003};
+    enum { NMAX = 100003 };
+    Rng r;
+    rng_init(&r, 21, FLIP_RNG_TEST, 4, 0);
+    uint16_t *x = flip_malloc(NMAX * sizeof(uint16_t), "x"), *got = flip_malloc(NMAX * sizeof(uint16_t), "got");
+    float *g = flip_malloc(NMAX * sizeof(float), "g"), *ref = flip_malloc(NMAX * sizeof(float), "ref");
+    fill_b(x, NMAX, &r, 6.0f);
+    for (size_t i = 0; i < NMAX; i++) {
+        double u = rng_uniform(&r);
+        /* |dout| from 1e-38 to 10: products reach the denormal range */
+        g[i] = (float)((u < 0.5 ? -1.0 : 1.0) * pow(10.0, -38.0 + 39.0 * rng_uniform(&r)));
+        if (i % 13 == 0) g[i] = (float)(2.0 * rng_uniform(&r) - 1.0);
+    }
+    static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 20.0f, -20.0f, 13.0f, -13.0f, 1e-30f};
+    for (size_t k = 0; k < sizeof special / sizeof special[0]; k++) x[3 + 7 * k] = bf16_by_definition(special[k]);
+    g[0] = NAN;
+    g[1] = INFINITY;
+    size_t n_den = 0, n_fail = 0, n_zero = 0;
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            size_t n = sizes[si];
+            for (size_t i = 0; i < n; i++) got[i] = 0xdeadu;
+            gelu_backward_store_b(ref, g, x, n);
+            gelu_backward_store_bb(got, g, x, n);
+            size_t bad = 0, first = n;
+            for (size_t i = 0; i < n; i++) {
+                if (got[i] != bf16_by_definition(ref[i])) {
+                    if (!bad) first = i;
+                    bad++;
+                }
+                if (threads == 1 && n == NMAX) {
+                    n_den += fpclassify(ref[i]) == FP_SUBNORMAL;
+                    n_zero += (got[i] & 0x7fffu) == 0;
+                }
+            }
+            if (bad) {
+                n_fail++;
+                TEST_CHECK(0, "gelu_backward_store_bb == bf16(gelu_backward_store_b), n %zu, %d threads: %zu differ (first [%zu]: 0x%04x, want 0x%04x)",
+                           n, threads, bad, first, got[first], bf16_by_definition(ref[first]));
+            }
+        }
+    }
+    TEST_CHECK(n_fail == 0, "gelu_backward_store_bb == bf16(gelu_backward_store_b) bitwise: %zu sizes x 1, 2 threads",
+               sizeof sizes / sizeof sizes[0]);
+    TEST_CHECK(n_den > 10 && n_zero < NMAX / 10, "the gelu inputs reach denormal products (%zu) and are mostly nonzero (%zu zeros)",
+               n_den, n_zero);
+    omp_set_num_threads(1);
+    flip_free(x); flip_free(got); flip_free(g); flip_free(ref);
+}
+
+/* One shape of linear_backward_bb against linear_backward_b on the widened dout
+ * (same oneDNN primitive once dout is converted, and bias_grad's order),
+ * accumulating onto random prefilled gradients, every NULL combination
+ * (masks: bit 0 dinp, bit 1 dweight, bit 2 dbias), at 1 and 2 threads.
+ * dout holds no bf16 denormals (linear_backward_b's hardware conversion would
+ * flush them; bb feeds them to oneDNN as they are). t_b, t_bb (may be NULL):
+ * the warm seconds of one call of each with all outputs at 1 thread, for the log. */
+static void test_linear_bb_shape(int M, int IC, int OC, int all_masks, int check_ref, double *t_b, double *t_bb) {
+    Rng r;
+    rng_init(&r, 31, FLIP_RNG_TEST, (uint64_t)M, (uint64_t)OC);
+    size_t nx = (size_t)M * IC, ny = (size_t)M * OC, nw = (size_t)OC * IC;
+    uint16_t *xb = flip_malloc(nx * sizeof(uint16_t), "xb"), *gb = flip_malloc(ny * sizeof(uint16_t), "gb");
+    float *gw = flip_malloc(ny * sizeof(float), "gw"), *w = flip_malloc(nw * sizeof(float), "w");
+    float *dx0 = flip_malloc(nx * sizeof(float), "dx0"), *dw0 = flip_malloc(nw * sizeof(float), "dw0");
+    float *db0 = flip_malloc((size_t)OC * sizeof(float), "db0");
+    float *dx1 = flip_malloc(nx * sizeof(float), "dx1"), *dw1 = flip_malloc(nw * sizeof(float), "dw1");
+    float *db1 = flip_malloc((size_t)OC * sizeof(float), "db1");
+    float *dx2 = flip_malloc(nx * sizeof(float), "dx2"), *dw2 = flip_malloc(nw * sizeof(float), "dw2");
+    float *db2 = flip_malloc((size_t)OC * sizeof(float), "db2");
+    float *db_t1 = flip_malloc((size_t)OC * sizeof(float), "db_t1");
+    fill_b(xb, nx, &r, 3.0f);
+    fill_b(gb, ny, &r, 0.01f); /* gradient-sized dout */
+    for (size_t i = 0; i < ny; i += 17) gb[i] = bf16_by_definition(-0.0f);
+    for (size_t i = 0; i < ny; i++) gw[i] = flip_bf16_widen(gb[i]);
+    fill(w, nw, &r);
+    fill(dx0, nx, &r);
+    fill(dw0, nw, &r);
+    fill(db0, (size_t)OC, &r);
+    flip_set_precision(FLIP_PRECISION_BF16);
+    int n_masks = 0, n_bad = 0, n_dead = 0;
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        for (int mask = all_masks ? 0 : 7; mask <= 7; mask++) {
+            int hx = mask & 1, hw = mask & 2, hb = mask & 4;
+            memcpy(dx1, dx0, nx * sizeof(float)); memcpy(dx2, dx0, nx * sizeof(float));
+            memcpy(dw1, dw0, nw * sizeof(float)); memcpy(dw2, dw0, nw * sizeof(float));
+            memcpy(db1, db0, (size_t)OC * sizeof(float)); memcpy(db2, db0, (size_t)OC * sizeof(float));
+            linear_backward_b(hx ? dx1 : NULL, hw ? dw1 : NULL, hb ? db1 : NULL, gw, xb, w, M, IC, OC);
+            linear_backward_bb(hx ? dx2 : NULL, hw ? dw2 : NULL, hb ? db2 : NULL, gb, xb, w, M, IC, OC);
+            size_t dx_diff = n_diff_f(dx1, dx2, nx), dw_diff = n_diff_f(dw1, dw2, nw), db_diff = n_diff_f(db1, db2, (size_t)OC);
+            /* each requested output moved off its prefill (almost) everywhere; the others were not passed */
+            size_t dx_moved = n_diff_f(dx2, dx0, nx), dw_moved = n_diff_f(dw2, dw0, nw), db_moved = n_diff_f(db2, db0, (size_t)OC);
+            int dead = (hx && dx_moved < nx * 9 / 10) || (hw && dw_moved < nw * 9 / 10) ||
+                       (hb && db_moved < (size_t)OC * 9 / 10) || (!hx && dx_moved) || (!hw && dw_moved) || (!hb && db_moved);
+            n_masks++;
+            if (dx_diff || dw_diff || db_diff) {
+                n_bad++;
+                TEST_CHECK(0, "linear_backward_bb == linear_backward_b, M %d IC %d OC %d, mask %d, %d threads: %zu dinp, %zu dweight, %zu dbias differ",
+                           M, IC, OC, mask, threads, dx_diff, dw_diff, db_diff);
+            }
+            if (dead) {
+                n_dead++;
+                TEST_CHECK(0, "linear_backward_bb M %d IC %d OC %d mask %d: outputs moved %zu/%zu dinp, %zu/%zu dweight, %zu/%d dbias",
+                           M, IC, OC, mask, dx_moved, nx, dw_moved, nw, db_moved, OC);
+            }
+            if (hb && threads == 1) memcpy(db_t1, db2, (size_t)OC * sizeof(float));
+            if (hb && threads == 2)
+                TEST_CHECK(n_diff_f(db_t1, db2, (size_t)OC) == 0,
+                           "linear_backward_bb dbias the same at 1 and 2 threads, bitwise (M %d OC %d mask %d)", M, OC, mask);
+        }
+    }
+    TEST_CHECK(n_bad == 0 && n_dead == 0,
+               "linear_backward_bb == linear_backward_b on the widened dout, bitwise, M %d IC %d OC %d: %d (mask, threads) runs",
+               M, IC, OC, n_masks);
+    omp_set_num_threads(1);
+    if (t_b) {
+        /* warm (primitives cached) timings for the log, best of 2 */
+        *t_b = *t_bb = 1e30;
+        for (int rep = 0; rep < 2; rep++) {
+            struct timespec t0;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            linear_backward_b(dx1, dw1, db1, gw, xb, w, M, IC, OC);
+            double t = seconds_since(&t0);
+            if (t < *t_b) *t_b = t;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            linear_backward_bb(dx2, dw2, db2, gb, xb, w, M, IC, OC);
+            t = seconds_since(&t0);
+            if (t < *t_bb) *t_bb = t;
+        }
+    }
+    if (check_ref) {
+        /* and against the double reference on the operands it multiplies:
+         * dout and inp exactly (widened), W rounded to bf16 for dinp */
+        float *xw = flip_malloc(nx * sizeof(float), "xw"), *wr = rounded(w, nw);
+        for (size_t i = 0; i < nx; i++) xw[i] = flip_bf16_widen(xb[i]);
+        memcpy(dx1, dx0, nx * sizeof(float)); memcpy(dx2, dx0, nx * sizeof(float));
+        memcpy(dw1, dw0, nw * sizeof(float)); memcpy(dw2, dw0, nw * sizeof(float));
+        memcpy(db1, db0, (size_t)OC * sizeof(float)); memcpy(db2, db0, (size_t)OC * sizeof(float));
+        linear_backward_bb(dx2, dw2, db2, gb, xb, w, M, IC, OC);
+        linear_backward_ref(dx1, NULL, NULL, gw, xw, wr, M, IC, OC);
+        linear_backward_ref(NULL, dw1, db1, gw, xw, w, M, IC, OC);
+        test_close_f("linear_backward_bb dinp vs ref (bf16 W)", dx2, dx1, nx, TOL_BF16_ACC_ATOL, TOL_BF16_ACC_RTOL);
+        test_close_f("linear_backward_bb dweight vs ref", dw2, dw1, nw, TOL_BF16_ACC_ATOL, TOL_BF16_ACC_RTOL);
+        test_close_f("linear_backward_bb dbias vs ref", db2, db1, (size_t)OC, TOL_OP_ATOL, TOL_OP_RTOL);
+        flip_free(xw);
+        flip_free(wr);
+    }
+    /* M = 0: nothing to do, nothing touched */
+    memcpy(dx2, dx0, nx * sizeof(float)); memcpy(dw2, dw0, nw * sizeof(float)); memcpy(db2, db0, (size_t)OC * sizeof(float));
+    linear_backward_bb(dx2, dw2, db2, gb, xb, w, 0, IC, OC);
+    TEST_CHECK(n_diff_f(dx2, dx0, nx) == 0 && n_diff_f(dw2, dw0, nw) == 0 && n_diff_f(db2, db0, (size_t)OC) == 0,
+               "linear_backward_bb with M = 0 leaves every gradient untouched");
+    flip_set_precision(FLIP_PRECISION_FP32);
+    flip_free(xb); flip_free(gb); flip_free(gw); flip_free(w); flip_free(dx0); flip_free(dw0); flip_free(db0);
+    flip_free(dx1); flip_free(dw1); flip_free(db1); flip_free(dx2); flip_free(dw2); flip_free(db2); flip_free(db_t1);
+}
+
+static void test_linear_bb(void) {
+    double tb, tbb;
+    test_linear_bb_shape(37, 24, 40, 1, 1, NULL, NULL);
+    test_linear_bb_shape(1, 16, 33, 1, 0, NULL, NULL);
+    test_linear_bb_shape(3136, 384, 1152, 0, 0, &tb, &tbb); /* vit-s16 qkv of 16 images, mask 0.75 */
+    printf("# M 3136 IC 384 OC 1152, 1 thread: linear_backward_b (f32 dout) %.1f ms, linear_backward_bb %.1f ms\n",
+           1e3 * tb, 1e3 * tbb);
+}
+
+/* errors: the bb ops fail like their _b siblings, in a child process */
+typedef struct {
+    int which;
+    const char *want;
+} BadCall;
+
+static void bad_call(void *arg) {
+    const BadCall *c = arg;
+    static uint16_t xb[64], gb[64];
+    static float w[64], dx[64], dw[64], db[64];
+    flip_set_precision(c->which < 2 ? FLIP_PRECISION_FP32 : FLIP_PRECISION_BF16);
+    switch (c->which) {
+    case 0: linear_backward_bb(dx, dw, db, gb, xb, w, 4, 4, 4); break;
+    case 1: linear_backward_b(dx, dw, db, w, xb, w, 4, 4, 4); break;
+    case 2: linear_backward_bb(dx, dw, db, gb, xb, w, 4, 0, 4); break;
+    default: linear_backward_bb(dx, dw, db, gb, xb, w, -1, 4, 4); break;
+    }
+}
+
+static void test_bb_errors(void) {
+    static const BadCall calls[] = {
+        {0, "linear_backward_bb: needs precision bf16"},
+        {1, "linear_backward_b: needs precision bf16"},
+        {2, "linear_backward_bb: bad dims M=4 IC=0 OC=4"},
+        {3, "linear_backward_bb: bad dims M=-1 IC=4 OC=4"},
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        char err[1024];
+        int code = test_run_child(bad_call, (void *)&calls[i], err, sizeof err);
+        TEST_CHECK(code == 1 && strstr(err, calls[i].want) != NULL, "fails with exit 1 and '%s' (got %d: %.200s)",
+                   calls[i].want, code, err);
+    }
+}
+
 /* ---- loss curves: the synthetic matched pairs of test_model_train.c ---- */
 #define NB SYNTH_NB
 #define STEPS 50
@@ -341,6 +561,9 @@ int main(void) {
     test_convert();
     test_bf16_activation_ops();
     test_linear();
+    test_bb_errors();
+    test_gelu_bb();
+    test_linear_bb();
     test_loss_curve();
     return test_finish();
 }
