@@ -155,6 +155,37 @@ static void sgemm(char ta, char tb, int m, int n, int k, float alpha, const floa
                           Cm, (dnnl_dim_t)ldc));
 }
 
+#define ATT_MR 4            /* rows of a register tile */
+
+/* Per-thread buffers, carved from a 64-byte aligned slice of the scratch:
+ * kT, vT (hd, Tp); Sb (ATT_MR, Tp); P, dS (T, Tp) (the sgemm fallback uses
+ * them as (T, T)); for the bf16 entry points xf (T, 3 hd): the head's q | k | v
+ * rows widened to f32, and gf (T, 3 hd): its dq | dk | dv (forward: out). */
+typedef struct {
+    float *kT, *vT, *Sb, *P, *dS, *xf, *gf;
+} AttBufs;
+
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+static AttBufs att_bufs(float *slice, int T, int hd) {
+    size_t Tp = round16((size_t)T), x = round16((size_t)T * 3 * (size_t)hd);
+    AttBufs w;
+    w.kT = slice;
+    w.vT = w.kT + (size_t)hd * Tp;
+    w.Sb = w.vT + (size_t)hd * Tp;
+    w.P = w.Sb + ATT_MR * Tp;
+    w.dS = w.P + (size_t)T * Tp;
+    w.xf = w.dS + (size_t)T * Tp;
+    w.gf = w.xf + x;
+    return w;
+}
+
+/* floats of one thread's slice (att_bufs), plus 16 for aligning it to 64 bytes */
+static size_t slice_floats(int T, int C, int H) {
+    size_t Tp = round16((size_t)T), hd = (size_t)(C / H);
+    return 2 * hd * Tp + ATT_MR * Tp + 2 * (size_t)T * Tp + 2 * round16((size_t)T * 3 * hd) + 16;
+}
+
 /* ---- AVX-512 path ---- */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ATT_HAVE_AVX512 1
@@ -162,7 +193,6 @@ static void sgemm(char ta, char tb, int m, int n, int k, float alpha, const floa
 
 #define ATT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 #define ATT_INLINE static inline __attribute__((always_inline))
-#define ATT_MR 4            /* rows of a register tile */
 #define ATT_NR 4            /* 16-float vectors per tile row */
 #define ATT_MAX_T 256       /* largest T the kernel takes (measured up to 197) */
 #define ATT_TAIL 4           /* up to this many columns past a multiple of 16 by tail_cols */
@@ -379,23 +409,6 @@ ATT_AVX512 static void softmax_rows(float *dst, const float *Sb, int Lp, int R, 
     }
 }
 
-/* Per-thread buffers of the kernel, carved from a 64-byte aligned slice:
- * kT, vT (hd, Tp); Sb (ATT_MR, Tp); P, dS (T, Tp) (backward only). */
-typedef struct {
-    float *kT, *vT, *Sb, *P, *dS;
-} AttBufs;
-
-static AttBufs att_bufs(float *slice, int T, int hd) {
-    size_t Tp = ((size_t)T + 15) / 16 * 16;
-    AttBufs w;
-    w.kT = slice;
-    w.vT = w.kT + (size_t)hd * Tp;
-    w.Sb = w.vT + (size_t)hd * Tp;
-    w.P = w.Sb + ATT_MR * Tp;
-    w.dS = w.P + (size_t)T * Tp;
-    return w;
-}
-
 /* forward of one (b, h): q, k, v (T, hd) with row stride C3, o (T, hd) row
  * stride C; att (T, T) optional copy of P */
 ATT_AVX512 static void fwd_block(float *o, size_t C, float *att, const float *q, const float *k,
@@ -419,9 +432,10 @@ ATT_AVX512 static void fwd_block(float *o, size_t C, float *att, const float *q,
     }
 }
 
-/* backward of one (b, h): dq, dk, dv (T, hd) row stride C3 (+=), g = dout (T, hd)
- * row stride C; P recomputed into w->P, s dS into w->dS (row stride Lp) */
-ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, const float *g, size_t C,
+/* backward of one (b, h): dq, dk, dv (T, hd) row stride ldd (+=), g = dout (T, hd)
+ * row stride C, q, k, v row stride C3; P recomputed into w->P, s dS into w->dS
+ * (row stride Lp) */
+ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, size_t ldd, const float *g, size_t C,
                                  const float *q, const float *k, const float *v, size_t C3, int T,
                                  int L, int hd, float scale, const AttBufs *w) {
     int Lp = (L + 15) / 16 * 16, nL = Lp / 16;
@@ -455,22 +469,36 @@ ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, const float *g
             }
         }
         /* dQ rows i0.. += (s dS)[:, :L] k[:L] */
-        tiles(dq + (size_t)i0 * C3, C3, dS + (size_t)i0 * Lp, (size_t)Lp, 1, k, C3, L, R, hd / 16, 1);
+        tiles(dq + (size_t)i0 * ldd, ldd, dS + (size_t)i0 * Lp, (size_t)Lp, 1, k, C3, L, R, hd / 16, 1);
     }
     /* dV[:L] += P[:, :L]^T dout ; dK[:L] += (s dS)[:, :L]^T q */
-    tiles(dv, C3, P, 1, (size_t)Lp, g, C, T, L, hd / 16, 1);
-    tiles(dk, C3, dS, 1, (size_t)Lp, q, C3, T, L, hd / 16, 1);
+    tiles(dv, ldd, P, 1, (size_t)Lp, g, C, T, L, hd / 16, 1);
+    tiles(dk, ldd, dS, 1, (size_t)Lp, q, C3, T, L, hd / 16, 1);
+}
+
+/* n (multiple of 16) floats -> bf16, round to nearest even, NaN stays NaN:
+ * bitwise flip_bf16_round */
+ATT_AVX512 static void round_bf16_16(uint16_t *dst, const float *src, int n) {
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i quiet = _mm512_set1_epi32(0x00400000);
+    for (int i = 0; i < n; i += 16) {
+        __m512i u = _mm512_castps_si512(_mm512_loadu_ps(src + i));
+        __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one)));
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, absm), inf);
+        r = _mm512_mask_or_epi32(r, nan, u, quiet);
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+}
+
+/* n (multiple of 16) bf16 -> f32 (exact) */
+ATT_AVX512 static void widen_bf16_16(float *dst, const uint16_t *src, int n) {
+    for (int i = 0; i < n; i += 16) {
+        __m512i x = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(src + i)));
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)));
+    }
 }
 #endif
-
-/* floats of one thread's slice: kT, vT (hd, Tp), Sb (ATT_MR, Tp), P, dS (T, Tp)
- * (the sgemm fallback uses P and dS as (T, T)), rounded to 16 floats, plus 16
- * for aligning the slice to 64 bytes */
-static size_t slice_floats(int T, int C, int H) {
-    size_t Tp = ((size_t)T + 15) / 16 * 16, hd = (size_t)(C / H);
-    size_t n = 2 * hd * Tp + ATT_MR * Tp + 2 * (size_t)T * Tp;
-    return (n + 15) / 16 * 16 + 16;
-}
 
 size_t attention_scratch_floats(int T, int C, int H, int threads) {
     FLIP_CHECK(T > 0 && C > 0 && H > 0 && C % H == 0 && threads > 0,
@@ -492,98 +520,183 @@ static void check_scratch(const char *fn, size_t n_scratch, int T, int C, int H,
                fn, n_scratch, need, T, C, H, threads);
 }
 
-void attention_forward(float *out, float *att, float *scratch, size_t n_scratch, const float *qkv,
-                       const int *lens, int B, int T, int C, int H) {
-    check_dims("attention_forward", lens, B, T, C, H);
-    check_scratch("attention_forward", n_scratch, T, C, H, omp_get_max_threads());
-    int hd = C / H, n_bh = B * H;
-    size_t C3 = 3 * (size_t)C;
-    float scale = (float)(1.0 / sqrt((double)hd));
+/* One (b, h) block forward: q, k, v (T, hd) row stride lds, o (T, hd) row
+ * stride ldo, Pa (T, T) optional copy of P. */
+static void head_forward(int fast, float *o, size_t ldo, float *Pa, const float *q, const float *k,
+                         const float *v, size_t lds, int T, int L, int hd, float scale, const AttBufs *w) {
 #ifdef ATT_HAVE_AVX512
-    int fast = att_fast_ok(T, hd);
+    if (fast) {
+        fwd_block(o, ldo, Pa, q, k, v, lds, T, L, hd, scale, w);
+        return;
+    }
+#else
+    (void)fast;
+#endif
+    float *P = w->P; /* (T, T) */
+    /* S[:, :L] = s q k[:L]^T */
+    sgemm('N', 'T', T, L, hd, scale, q, lds, k, lds, 0.0f, P, T);
+    softmax_block_masked(P, L, T);
+    /* out = P[:, :L] v[:L] */
+    sgemm('N', 'N', T, hd, L, 1.0f, P, T, v, lds, 0.0f, o, ldo);
+    if (Pa) memcpy(Pa, P, (size_t)T * T * sizeof(float));
+}
+
+/* One (b, h) block backward: dq, dk, dv (T, hd) row stride ldd (+=), g (T, hd)
+ * row stride ldg, q, k, v row stride lds; P recomputed as head_forward made it. */
+static void head_backward(int fast, float *dq, float *dk, float *dv, size_t ldd, const float *g, size_t ldg,
+                          const float *q, const float *k, const float *v, size_t lds, int T, int L, int hd,
+                          float scale, const AttBufs *w) {
+#ifdef ATT_HAVE_AVX512
+    if (fast) {
+        bwd_block(dq, dk, dv, ldd, g, ldg, q, k, v, lds, T, L, hd, scale, w);
+        return;
+    }
+#else
+    (void)fast;
+#endif
+    float *P = w->P, *dS = w->dS; /* (T, T) each */
+    sgemm('N', 'T', T, L, hd, scale, q, lds, k, lds, 0.0f, P, T);
+    softmax_block_masked(P, L, T);
+    /* dV[:L] += P[:, :L]^T dout */
+    sgemm('T', 'N', L, hd, T, 1.0f, P, T, g, ldg, 1.0f, dv, ldd);
+    /* dP[:, :L] = dout v[:L]^T, then dS in place */
+    sgemm('N', 'T', T, L, hd, 1.0f, g, ldg, v, lds, 0.0f, dS, T);
+    dsoftmax_block(dS, P, L, T);
+    /* dQ += s dS[:, :L] k[:L] ; dK[:L] += s dS[:, :L]^T q */
+    sgemm('N', 'N', T, hd, L, scale, dS, T, k, lds, 1.0f, dq, ldd);
+    sgemm('T', 'N', L, hd, T, scale, dS, T, q, lds, 1.0f, dk, ldd);
+}
+
+/* bf16 rows <-> f32 rows of n floats (n % 16 == 0 takes the AVX-512 loops) */
+static void widen_row(float *dst, const uint16_t *src, int n, int fast) {
+#ifdef ATT_HAVE_AVX512
+    if (fast) {
+        widen_bf16_16(dst, src, n);
+        return;
+    }
+#else
+    (void)fast;
+#endif
+    for (int i = 0; i < n; i++) dst[i] = flip_bf16_widen(src[i]);
+}
+
+static void round_row(uint16_t *dst, const float *src, int n, int fast) {
+#ifdef ATT_HAVE_AVX512
+    if (fast) {
+        round_bf16_16(dst, src, n);
+        return;
+    }
+#else
+    (void)fast;
+#endif
+    for (int i = 0; i < n; i++) dst[i] = flip_bf16_round(src[i]);
+}
+
+/* The four entry points share one loop over the B*H (sample, head) blocks.
+ * f32: q, k, v read in place from qkv (row stride 3C), out / dqkv written in
+ * place. bf16: the head's rows of qkv_b widened into w.xf first (row stride
+ * 3 hd), results computed into w.gf and rounded into out_b / dqkv_b. */
+typedef struct {
+    float *out, *att, *dqkv;
+    uint16_t *out_b, *dqkv_b;
+    const float *qkv, *dout;
+    const uint16_t *qkv_b;
+} AttIO;
+
+static void attention_run(const char *fn, int backward, const AttIO *io, float *scratch, size_t n_scratch,
+                          const int *lens, int B, int T, int C, int H) {
+    check_dims(fn, lens, B, T, C, H);
+    check_scratch(fn, n_scratch, T, C, H, omp_get_max_threads());
+    int hd = C / H, n_bh = B * H, bf16 = io->qkv_b != NULL;
+    size_t C3 = 3 * (size_t)C, hd3 = 3 * (size_t)hd;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    int fast = 0, vec = 0;
+#ifdef ATT_HAVE_AVX512
+    fast = att_fast_ok(T, hd);
+    vec = hd % 16 == 0 && __builtin_cpu_supports("avx512f");
 #endif
     int ch = att_chunk(n_bh);
 #pragma omp parallel for schedule(dynamic, ch)
     for (int bh = 0; bh < n_bh; bh++) {
         int b = bh / H, h = bh % H;
         int L = lens ? lens[b] : T;
-        const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hd; /* (T, hd), row stride 3C */
-        const float *k = q + C, *v = q + 2 * (size_t)C;
-        float *Pa = att ? att + (size_t)bh * T * T : NULL;         /* (T, T) */
-        float *o = out + (size_t)b * T * C + (size_t)h * hd;        /* (T, hd), row stride C */
-        float *slice = thread_slice(scratch, T, C, H);
-        if ((bh + 1) % ch != 0 && bh + 1 < n_bh) { /* next block of this chunk */
+        size_t off = (size_t)b * T * C3 + (size_t)h * hd;  /* head h's q of token 0 in qkv */
+        size_t offo = (size_t)b * T * C + (size_t)h * hd;  /* and in out / dout */
+        AttBufs w = att_bufs(thread_slice(scratch, T, C, H), T, hd);
+        if ((bh + 1) % ch != 0 && bh + 1 < n_bh) { /* next block of this chunk: into L2 */
             int b1 = (bh + 1) / H, h1 = (bh + 1) % H;
-            const float *q1 = qkv + (size_t)b1 * T * C3 + (size_t)h1 * hd;
-            for (int part = 0; part < 3; part++) prefetch_rows(q1 + (size_t)part * C, C3, T, hd, 0);
-            prefetch_rows(out + (size_t)b1 * T * C + (size_t)h1 * hd, C, T, hd, 1);
+            size_t off1 = (size_t)b1 * T * C3 + (size_t)h1 * hd, offo1 = (size_t)b1 * T * C + (size_t)h1 * hd;
+            for (int part = 0; part < 3 && !bf16; part++) {
+                prefetch_rows(io->qkv + off1 + (size_t)part * C, C3, T, hd, 0);
+                if (backward) prefetch_rows(io->dqkv + off1 + (size_t)part * C, C3, T, hd, 1);
+            }
+            if (backward) prefetch_rows(io->dout + offo1, C, T, hd, 0);
+            else if (!bf16) prefetch_rows(io->out + offo1, C, T, hd, 1);
         }
-#ifdef ATT_HAVE_AVX512
-        if (fast) {
-            AttBufs w = att_bufs(slice, T, hd);
-            fwd_block(o, (size_t)C, Pa, q, k, v, C3, T, L, hd, scale, &w);
+        const float *q;
+        size_t lds;
+        if (bf16) {
+            for (int t = 0; t < T; t++)
+                for (int part = 0; part < 3; part++)
+                    widen_row(w.xf + (size_t)t * hd3 + (size_t)part * hd,
+                              io->qkv_b + off + (size_t)t * C3 + (size_t)part * C, hd, vec);
+            q = w.xf;
+            lds = hd3;
+        } else {
+            q = io->qkv + off;
+            lds = C3;
+        }
+        const float *k = q + lds / 3, *v = q + 2 * (lds / 3);
+        if (!backward) {
+            float *Pa = io->att ? io->att + (size_t)bh * T * T : NULL;
+            if (!bf16) {
+                head_forward(fast, io->out + offo, (size_t)C, Pa, q, k, v, lds, T, L, hd, scale, &w);
+                continue;
+            }
+            head_forward(fast, w.gf, (size_t)hd, Pa, q, k, v, lds, T, L, hd, scale, &w);
+            for (int t = 0; t < T; t++)
+                round_row(io->out_b + offo + (size_t)t * C, w.gf + (size_t)t * hd, hd, vec);
             continue;
         }
-#endif
-        float *P = slice; /* (T, T) */
-        /* S[:, :L] = s q k[:L]^T */
-        sgemm('N', 'T', T, L, hd, scale, q, C3, k, C3, 0.0f, P, T);
-        softmax_block_masked(P, L, T);
-        /* out = P[:, :L] v[:L] */
-        sgemm('N', 'N', T, hd, L, 1.0f, P, T, v, C3, 0.0f, o, C);
-        if (Pa) memcpy(Pa, P, (size_t)T * T * sizeof(float));
+        const float *g = io->dout + offo;
+        if (!bf16) {
+            float *dq = io->dqkv + off;
+            head_backward(fast, dq, dq + C, dq + 2 * (size_t)C, C3, g, (size_t)C, q, k, v, lds, T, L, hd,
+                          scale, &w);
+            continue;
+        }
+        memset(w.gf, 0, (size_t)T * hd3 * sizeof(float));
+        head_backward(fast, w.gf, w.gf + hd, w.gf + 2 * (size_t)hd, hd3, g, (size_t)C, q, k, v, lds, T, L,
+                      hd, scale, &w);
+        for (int t = 0; t < T; t++)
+            for (int part = 0; part < 3; part++)
+                round_row(io->dqkv_b + off + (size_t)t * C3 + (size_t)part * C,
+                          w.gf + (size_t)t * hd3 + (size_t)part * hd, hd, vec);
     }
+}
+
+void attention_forward(float *out, float *att, float *scratch, size_t n_scratch, const float *qkv,
+                       const int *lens, int B, int T, int C, int H) {
+    AttIO io = {.out = out, .att = att, .qkv = qkv};
+    attention_run("attention_forward", 0, &io, scratch, n_scratch, lens, B, T, C, H);
 }
 
 void attention_backward(float *dqkv, float *scratch, size_t n_scratch, const float *dout,
                         const float *qkv, const int *lens, int B, int T, int C, int H) {
-    check_dims("attention_backward", lens, B, T, C, H);
-    check_scratch("attention_backward", n_scratch, T, C, H, omp_get_max_threads());
-    int hd = C / H, n_bh = B * H;
-    size_t C3 = 3 * (size_t)C;
-    float scale = (float)(1.0 / sqrt((double)hd));
-#ifdef ATT_HAVE_AVX512
-    int fast = att_fast_ok(T, hd);
-#endif
-    int ch = att_chunk(n_bh);
-#pragma omp parallel for schedule(dynamic, ch)
-    for (int bh = 0; bh < n_bh; bh++) {
-        int b = bh / H, h = bh % H;
-        int L = lens ? lens[b] : T;
-        size_t off = (size_t)b * T * C3 + (size_t)h * hd;
-        const float *q = qkv + off, *k = q + C, *v = q + 2 * (size_t)C;
-        float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * (size_t)C;
-        const float *g = dout + (size_t)b * T * C + (size_t)h * hd; /* (T, hd), row stride C */
-        float *slice = thread_slice(scratch, T, C, H);
-        if ((bh + 1) % ch != 0 && bh + 1 < n_bh) { /* next block of this chunk */
-            int b1 = (bh + 1) / H, h1 = (bh + 1) % H;
-            size_t off1 = (size_t)b1 * T * C3 + (size_t)h1 * hd;
-            for (int part = 0; part < 3; part++) {
-                prefetch_rows(qkv + off1 + (size_t)part * C, C3, T, hd, 0);
-                prefetch_rows(dqkv + off1 + (size_t)part * C, C3, T, hd, 1);
-            }
-            prefetch_rows(dout + (size_t)b1 * T * C + (size_t)h1 * hd, C, T, hd, 0);
-        }
-#ifdef ATT_HAVE_AVX512
-        if (fast) {
-            AttBufs w = att_bufs(slice, T, hd);
-            bwd_block(dq, dk, dv, g, (size_t)C, q, k, v, C3, T, L, hd, scale, &w);
-            continue;
-        }
-#endif
-        float *P = slice, *dS = slice + (size_t)T * T; /* (T, T) each */
-        /* P as forward computed it */
-        sgemm('N', 'T', T, L, hd, scale, q, C3, k, C3, 0.0f, P, T);
-        softmax_block_masked(P, L, T);
-        /* dV[:L] += P[:, :L]^T dout */
-        sgemm('T', 'N', L, hd, T, 1.0f, P, T, g, C, 1.0f, dv, C3);
-        /* dP[:, :L] = dout v[:L]^T, then dS in place */
-        sgemm('N', 'T', T, L, hd, 1.0f, g, C, v, C3, 0.0f, dS, T);
-        dsoftmax_block(dS, P, L, T);
-        /* dQ += s dS[:, :L] k[:L] ; dK[:L] += s dS[:, :L]^T q */
-        sgemm('N', 'N', T, hd, L, scale, dS, T, k, C3, 1.0f, dq, C3);
-        sgemm('T', 'N', L, hd, T, scale, dS, T, q, C3, 1.0f, dk, C3);
-    }
+    AttIO io = {.dqkv = dqkv, .dout = dout, .qkv = qkv};
+    attention_run("attention_backward", 1, &io, scratch, n_scratch, lens, B, T, C, H);
+}
+
+void attention_forward_b(uint16_t *out_b, float *att, float *scratch, size_t n_scratch, const uint16_t *qkv_b,
+                         const int *lens, int B, int T, int C, int H) {
+    AttIO io = {.out_b = out_b, .att = att, .qkv_b = qkv_b};
+    attention_run("attention_forward_b", 0, &io, scratch, n_scratch, lens, B, T, C, H);
+}
+
+void attention_backward_b(uint16_t *dqkv_b, float *scratch, size_t n_scratch, const float *dout,
+                          const uint16_t *qkv_b, const int *lens, int B, int T, int C, int H) {
+    AttIO io = {.dqkv_b = dqkv_b, .dout = dout, .qkv_b = qkv_b};
+    attention_run("attention_backward_b", 1, &io, scratch, n_scratch, lens, B, T, C, H);
 }
 
 /* ---- reference ---- */

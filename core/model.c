@@ -304,6 +304,7 @@ double flip_model_grad_norm(const FlipModel *m) { return sqrt(sumsq(m->grads, m-
 typedef struct {
     float *ln1_mean, *ln1_rstd;       /* (M), (M); LN1 output recomputed */
     float *qkv;                       /* (M, 3C) */
+    uint16_t *qkv_b;                  /* bf16 activations: qkv as bf16 (qkv is NULL) */
     float *atty;                      /* (M, C) attention output, input of proj */
     uint16_t *atty_b;                 /* bf16 activations: atty as bf16 (atty is NULL) */
     float *x1;                        /* (M, C) after the attention residual */
@@ -338,14 +339,16 @@ struct FlipActs {
     float *ln;        /* (M, C) a block's LN1 / LN2 output (forward; recomputed in backward) */
     float *h;         /* (M, hidden) a block's GELU output; the same memory as dpre: backward
                          reads h (fc2's dweight) before linear_gelu backward writes dpre */
-    uint16_t *ln_b;   /* bf16 activations: ln and h as bf16 (h_b in dpre's memory too) */
+    uint16_t *ln_b;   /* bf16 activations: ln and h as bf16 (h_b shares its memory with dpre_b) */
     uint16_t *h_b;
     float *dres;      /* (M, C) residual-stream gradient */
     float *dln;       /* (M, C) gradient at a LayerNorm output */
     float *datty;     /* (M, C) */
     float *dqkv;      /* (M, 3C) */
+    uint16_t *dqkv_b; /* bf16 activations: dqkv as bf16 (dqkv is NULL) */
     float *dh;        /* (M, hidden) */
     float *dpre;      /* (M, hidden) linear_gelu backward scratch */
+    uint16_t *dpre_b; /* bf16 activations: dpre as bf16, in h_b's memory (dpre is NULL) */
     float *att_scr;   /* attention forward/backward scratch, per OpenMP thread */
     size_t n_att_scr; /* its floats, for the thread count at plan time */
     float *dpooled;   /* (B, C) */
@@ -364,7 +367,8 @@ static void tower_layout(TowerActs *ta, Arena *a, const Tower *tw, int B, int T,
         BlockActs *b = &ta->blocks[l];
         b->ln1_mean = arena_floats(a, M);
         b->ln1_rstd = arena_floats(a, M);
-        b->qkv = arena_floats(a, M * 3 * C);
+        if (bf16) b->qkv_b = arena_alloc(a, flip_mul_size(M * 3 * C, sizeof(uint16_t), "qkv"));
+        else b->qkv = arena_floats(a, M * 3 * C);
         if (bf16) b->atty_b = arena_alloc(a, flip_mul_size(M * C, sizeof(uint16_t), "atty"));
         else b->atty = arena_floats(a, M * C);
         b->x1 = arena_floats(a, M * C);
@@ -410,13 +414,16 @@ static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N
     A->dres = arena_floats(a, MC);
     A->dln = arena_floats(a, MC);
     A->datty = arena_floats(a, MC);
-    A->dqkv = arena_floats(a, 3 * MC);
     A->dh = arena_floats(a, MH);
-    A->dpre = arena_floats(a, MH);
-    A->h = A->dpre;
     if (bf16) {
-        A->h = NULL;
-        A->h_b = (uint16_t *)A->dpre;
+        /* h_b, then (after fc2's backward has read it) dpre_b, in one buffer */
+        A->dqkv_b = arena_alloc(a, flip_mul_size(3 * MC, sizeof(uint16_t), "dqkv"));
+        A->h_b = arena_alloc(a, flip_mul_size(MH, sizeof(uint16_t), "h"));
+        A->dpre_b = A->h_b;
+    } else {
+        A->dqkv = arena_floats(a, 3 * MC);
+        A->dpre = arena_floats(a, MH);
+        A->h = A->dpre;
     }
     A->att_scr = arena_floats(a, ATT);
     A->n_att_scr = ATT;
@@ -471,12 +478,14 @@ void flip_model_plan(FlipModel *m, int B, int N) {
 #define GRAD(m, i) ((m)->grads + (m)->tensors[(i)].offset)
 
 /* block_forward with bf16 activations (m->bf16_acts; fast ops only): the LN
- * outputs, fc1's output and the GELU output are produced as bf16 by their ops
- * and read by the bf16 matmuls as they are, as under torch autocast: fc1's
- * output is rounded to bf16 before the GELU, the rest is what the bf16 matmuls
- * would have rounded anyway; the attention output is kept as bf16 (proj reads
- * nothing else). qkv, the attention core, the residual stream and everything
- * LayerNorm reads stay f32. */
+ * outputs, qkv, fc1's output and the GELU output are produced as bf16 by their
+ * ops and read by the bf16 matmuls as they are, as under torch autocast: qkv
+ * and fc1's output are rounded to bf16 before attention and the GELU, the rest
+ * is what the bf16 matmuls would have rounded anyway; the attention output is
+ * kept as bf16 (proj reads nothing else). The attention core computes in f32
+ * from the widened bf16 qkv; the residual stream and everything LayerNorm
+ * reads stay f32. Backward: the gradients at qkv and at fc1's output are bf16
+ * too (as autocast's are), written so by attention and GELU backward. */
 static void block_forward_bf16(FlipModel *m, const Tower *tw, int l, BlockActs *b, const float *x,
                                const int *lens, int B, int T) {
     FlipActs *A = m->acts;
@@ -485,11 +494,10 @@ static void block_forward_bf16(FlipModel *m, const Tower *tw, int l, BlockActs *
     size_t MC = (size_t)M * (size_t)C;
     PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W),
                                                   PARAM(m, k + BLK_LN1_B), M, C));
-    PROF(FLIP_PROF_MATMUL, linear_forward_b(b->qkv, NULL, A->ln_b, PARAM(m, k + BLK_QKV_W), PARAM(m, k + BLK_QKV_B),
-                                            M, C, 3 * C));
-    /* the attention output goes through tmp (f32) into atty_b (what proj reads) */
-    PROF(FLIP_PROF_ATTENTION, attention_forward(tmp, NULL, A->att_scr, A->n_att_scr, b->qkv, lens, B, T, C, tw->H));
-    PROF(FLIP_PROF_BF16, flip_f32_to_bf16(b->atty_b, tmp, MC));
+    PROF(FLIP_PROF_MATMUL, linear_forward_b(NULL, b->qkv_b, A->ln_b, PARAM(m, k + BLK_QKV_W),
+                                            PARAM(m, k + BLK_QKV_B), M, C, 3 * C));
+    PROF(FLIP_PROF_ATTENTION, attention_forward_b(b->atty_b, NULL, A->att_scr, A->n_att_scr, b->qkv_b, lens,
+                                                  B, T, C, tw->H));
     PROF(FLIP_PROF_MATMUL, linear_forward_b(tmp, NULL, b->atty_b, PARAM(m, k + BLK_PROJ_W), PARAM(m, k + BLK_PROJ_B),
                                             M, C, C));
     PROF(FLIP_PROF_EMBED, residual_forward(b->x1, x, tmp, MC));
@@ -639,11 +647,11 @@ static void block_backward_bf16(FlipModel *m, const Tower *tw, int l, const Bloc
     report(m, r, k + BLK_FC2_W, k + BLK_FC2_B);
     PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
                                                   PARAM(m, k + BLK_LN2_B), M, C));
-    /* dpre overwrites h_b's memory: fc2's dweight is done with it */
-    PROF(FLIP_PROF_GELU, gelu_backward_store_b(A->dpre, A->dh, b->pre_b, MH));
+    /* dpre_b overwrites h_b: fc2's dweight is done with it */
+    PROF(FLIP_PROF_GELU, gelu_backward_store_bb(A->dpre_b, A->dh, b->pre_b, MH));
     zero(A->dln, MC);
-    PROF(FLIP_PROF_MATMUL, linear_backward_b(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre, A->ln_b,
-                                             PARAM(m, k + BLK_FC1_W), M, C, hid));
+    PROF(FLIP_PROF_MATMUL, linear_backward_bb(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre_b,
+                                              A->ln_b, PARAM(m, k + BLK_FC1_W), M, C, hid));
     report(m, r, k + BLK_FC1_W, k + BLK_FC1_B);
     PROF(FLIP_PROF_LAYERNORM, layernorm_backward(A->dres, GRAD(m, k + BLK_LN2_W), GRAD(m, k + BLK_LN2_B), A->dln, b->x1,
                                                  b->ln2_mean, b->ln2_rstd, PARAM(m, k + BLK_LN2_W), M, C));
@@ -652,13 +660,13 @@ static void block_backward_bf16(FlipModel *m, const Tower *tw, int l, const Bloc
     PROF(FLIP_PROF_MATMUL, linear_backward_b(A->datty, GRAD(m, k + BLK_PROJ_W), GRAD(m, k + BLK_PROJ_B), A->dres,
                                              b->atty_b, PARAM(m, k + BLK_PROJ_W), M, C, C));
     report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
-    zero(A->dqkv, 3 * MC);
-    PROF(FLIP_PROF_ATTENTION, attention_backward(A->dqkv, A->att_scr, A->n_att_scr, A->datty, b->qkv, lens, B, T, C, tw->H));
+    PROF(FLIP_PROF_ATTENTION, attention_backward_b(A->dqkv_b, A->att_scr, A->n_att_scr, A->datty, b->qkv_b, lens,
+                                                   B, T, C, tw->H));
     PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W),
                                                   PARAM(m, k + BLK_LN1_B), M, C));
     zero(A->dln, MC);
-    PROF(FLIP_PROF_MATMUL, linear_backward_b(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv, A->ln_b,
-                                             PARAM(m, k + BLK_QKV_W), M, C, 3 * C));
+    PROF(FLIP_PROF_MATMUL, linear_backward_bb(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv_b,
+                                              A->ln_b, PARAM(m, k + BLK_QKV_W), M, C, 3 * C));
     report(m, r, k + BLK_QKV_W, k + BLK_QKV_B);
     PROF(FLIP_PROF_LAYERNORM, layernorm_backward(A->dres, GRAD(m, k + BLK_LN1_W), GRAD(m, k + BLK_LN1_B), A->dln, x,
                                                  b->ln1_mean, b->ln1_rstd, PARAM(m, k + BLK_LN1_W), M, C));

@@ -40,6 +40,11 @@ void linear_forward_b(float *out, uint16_t *out_b, const uint16_t *inp, const fl
                       const float *bias, int M, int IC, int OC);
 void linear_backward_b(float *dinp, float *dweight, float *dbias, const float *dout,
                        const uint16_t *inp, const float *weight, int M, int IC, int OC);
+/* linear_backward with dout already bf16 (M, OC) (bf16 precision only): dinp (M, IC) += dout W
+ * (f32), dweight (OC, IC) += dout^T inp (bf16 operands, no conversion), dbias (OC) += column
+ * sums of widen(dout) in f32. Any of dinp, dweight, dbias may be NULL. */
+void linear_backward_bb(float *dinp, float *dweight, float *dbias, const uint16_t *dout,
+                        const uint16_t *inp, const float *weight, int M, int IC, int OC);
 /* Fused linear + exact GELU (MLP fc1): pre (M, OC) = inp W^T + b (saved for
  * backward), out (M, OC) = GELU(pre). Backward: dpre = GELU'(pre) * dout, then
  * linear backward. scratch: M*OC floats for dpre. */
@@ -88,6 +93,9 @@ void gelu_backward_store(float *dinp, const float *dout, const float *inp, size_
  * gelu_forward / gelu_backward_store on the widened values. */
 void gelu_forward_b(uint16_t *out, const uint16_t *inp, size_t n);
 void gelu_backward_store_b(float *dinp, const float *dout, const uint16_t *inp, size_t n);
+/* dinp = bf16(dout * gelu'(widen(inp))): bitwise the bf16 rounding (round to nearest
+ * even) of what gelu_backward_store_b stores */
+void gelu_backward_store_bb(uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n);
 void gelu_backward_store_ref(float *dinp, const float *dout, const float *inp, size_t n);
 
 /* ---- attention.c: multi-head self-attention core (no projections).
@@ -108,6 +116,15 @@ void attention_forward(float *out, float *att, float *scratch, size_t n_scratch,
                        const int *lens, int B, int T, int C, int H);
 void attention_backward(float *dqkv, float *scratch, size_t n_scratch, const float *dout,
                         const float *qkv, const int *lens, int B, int T, int C, int H);
+/* bf16 activations (--precision bf16): qkv_b (B, T, 3C) as bf16, what the qkv
+ * linear writes; out_b = bf16 (nearest even) of attention_forward's out on the
+ * widened qkv_b, bitwise. Backward STORES (not +=) dqkv_b = bf16 of what
+ * attention_backward adds to a zeroed dqkv on the widened qkv_b; dout f32.
+ * Scratch as above. */
+void attention_forward_b(uint16_t *out_b, float *att, float *scratch, size_t n_scratch, const uint16_t *qkv_b,
+                         const int *lens, int B, int T, int C, int H);
+void attention_backward_b(uint16_t *dqkv_b, float *scratch, size_t n_scratch, const float *dout,
+                          const uint16_t *qkv_b, const int *lens, int B, int T, int C, int H);
 void attention_forward_ref(float *out, float *att, float *scratch, size_t n_scratch, const float *qkv,
                            const int *lens, int B, int T, int C, int H);
 void attention_backward_ref(float *dqkv, float *scratch, size_t n_scratch, const float *dout,

@@ -8,7 +8,9 @@
  * nothing, backward (which recomputes P) accumulates (+=) into a prefilled
  * dqkv, results are bitwise the same with 1 and 2 OpenMP threads, central
  * finite differences in double on the reference path, trust checks, a scratch
- * too small for the thread count is a fatal error. */
+ * too small for the thread count is a fatal error. The bf16 entry points
+ * (attention_forward_b / _backward_b) against the f32 ones on the widened
+ * inputs: bitwise the bf16 rounding of their results, every element stored. */
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "dnnl_util.h"
 #include "ops.h"
 #include "rng.h"
 #include "testlib.h"
@@ -209,6 +212,36 @@ static void check_fd(int B, int T, int C, int H, const int *lens) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
 }
 
+/* bf16 entry points vs the f32 ones on the widened bf16 inputs */
+static void check_bf16(int B, int T, int C, int H, const int *lens, uint64_t seed) {
+    size_t C3 = 3 * (size_t)C, nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, nscr;
+    float *qkv = falloc(nqkv), *dout = falloc(nout), *out = falloc(nout);
+    float *dq = flip_calloc(nqkv, sizeof(float), "dq");
+    float *scr = scratch_for(T, C, H, &nscr);
+    uint16_t *qkv_b = flip_malloc(nqkv * 2, "qkv_b"), *out_b = flip_malloc(nout * 2, "out_b");
+    uint16_t *dq_b = flip_malloc(nqkv * 2, "dq_b");
+    fill(qkv, nqkv, seed + 1, 1.0);
+    fill(dout, nout, seed + 2, 1.0);
+    for (size_t i = 0; i < nqkv; i++) {
+        qkv_b[i] = flip_bf16_round(qkv[i]);
+        qkv[i] = flip_bf16_widen(qkv_b[i]);
+    }
+    memset(out_b, 0xff, nout * 2); /* NaN patterns: every element must be stored */
+    memset(dq_b, 0xff, nqkv * 2);
+    attention_forward(out, NULL, scr, nscr, qkv, lens, B, T, C, H);
+    attention_forward_b(out_b, NULL, scr, nscr, qkv_b, lens, B, T, C, H);
+    attention_backward(dq, scr, nscr, dout, qkv, lens, B, T, C, H);
+    attention_backward_b(dq_b, scr, nscr, dout, qkv_b, lens, B, T, C, H);
+    size_t bad_o = 0, bad_d = 0;
+    for (size_t i = 0; i < nout; i++) bad_o += out_b[i] != flip_bf16_round(out[i]);
+    for (size_t i = 0; i < nqkv; i++) bad_d += dq_b[i] != flip_bf16_round(dq[i]);
+    TEST_CHECK(bad_o == 0 && bad_d == 0,
+               "attention bf16 I/O == bf16(f32 path) bitwise (B=%d T=%d C=%d H=%d lens=%s): %zu out, %zu dqkv differ",
+               B, T, C, H, lens ? "yes" : "NULL", bad_o, bad_d);
+    flip_free(qkv); flip_free(dout); flip_free(out); flip_free(dq); flip_free(scr);
+    flip_free(qkv_b); flip_free(out_b); flip_free(dq_b);
+}
+
 /* Fatal paths: flip_fatal calls the hook, which jumps back here. */
 static jmp_buf g_fatal_jmp;
 static _Noreturn void fatal_hook(int code) { longjmp(g_fatal_jmp, code ? code : 1); }
@@ -310,6 +343,13 @@ int main(void) {
     check_shape(4, 64, 32, 2, lens_64, 62);     /* T = 64, hd 16, L 64/63/48/1 */
     check_shape(2, 65, 128, 2, lens_65, 63);    /* T = 65, hd 64 */
     check_shape(2, 197, 128, 2, lens_197, 64);  /* T = 197 (5 past 192: padded chunk), L 100 (4: tail) */
+    check_bf16(2, 5, 8, 1, lens_a, 70);         /* fallback, hd 8 */
+    check_bf16(2, 17, 160, 2, lens_80, 71);     /* fallback, hd 80 */
+    check_bf16(1, 260, 32, 2, NULL, 72);        /* fallback, T > 256 (hd 16: vector widening) */
+    check_bf16(3, 17, 192, 3, lens_17, 73);     /* kernel, tail column */
+    check_bf16(2, 49, 384, 6, NULL, 74);        /* ViT-S at mask 0.75 */
+    check_bf16(4, 32, 192, 6, lens_text, 75);   /* text padding */
+    check_bf16(2, 197, 128, 2, lens_197, 76);   /* T = 197 */
     check_threads(3, 50, 192, 3, NULL);
     check_threads(4, 32, 192, 3, lens_text);
     check_threads(2, 17, 160, 2, NULL);         /* fallback */
