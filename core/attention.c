@@ -49,10 +49,20 @@
  * back to back on the shared 2-core Zen 4; B 64 ViT-S, B 256 tiny, data
  * mostly out of cache): fwd T 16: 2.9x, 32: 1.1-1.5x, 49: 1.15-1.4x,
  * 64: 1.1-1.2x, 98: 1.2x, 196: 1.05-1.2x; bwd T 16: 1.6-1.7x, 32: 1.2-1.35x,
- * 49-196: 1.0-1.05x (memory-bound there: qkv, dqkv, dout, att stream once;
+ * 49-196: 1.0-1.05x (memory-bound there: qkv, dqkv, dout and the then saved P stream once;
  * with data in L2 the kernel's bwd is 1.15-1.25x and fwd 1.3-3x faster, up
  * to ~75 / ~90 GFLOP/s fwd / bwd of the ~95 GFLOP/s sgemm peak per core).
- * Measured for the recompute (bench_step, see the commit that made it).
+ * Recompute, measured (bench_ops 1 thread, vit-s16 B 64, back to back with the
+ * P-saving version): forward 5-8 % faster (no P stores), backward 15-20 %
+ * slower at T 49 and 196; a whole fp32 step unchanged within the noise
+ * (`OMP_NUM_THREADS=1 bench_step --preset vit-s16 --batch 32`: 15.41 vs 15.44
+ * user-s at mask 0.75, 45.8 vs 46.0 at 0); vit-s16 B 64 peak RSS 4022 -> 3285
+ * MiB at mask 0 and 1401 -> 1353 at 0.75.
+ * bf16 entry points (attention_forward_b / _backward_b): qkv arrives as bf16;
+ * each head's q | k | v rows are widened into a contiguous f32 buffer of the
+ * slice, the kernel runs on it, and out / dqkv are rounded to bf16 on the way
+ * out (dqkv stored, not accumulated). Bitwise the bf16 rounding of the f32
+ * entry points' results on the widened qkv (tested).
  * Reference twins: plain loops with double accumulation; backward recomputes P
  * the same way.
  */
