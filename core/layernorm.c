@@ -12,7 +12,12 @@
  * thread; backward one pass per row for dinp and the row's dweight/dbias terms,
  * in 16 fixed row chunks whose partial sums are added in chunk order (no
  * races, thread-count independent). Row kernels are compiled for AVX-512 /
- * AVX2 / baseline (FLIP_SIMD_CLONES). */
+ * AVX2 / baseline (FLIP_SIMD_CLONES).
+ *
+ * layernorm_apply[_b] recompute the output from the saved mean / rstd (one
+ * pass instead of three) with the forward's own row-output helper, in this
+ * file (same clones, no FMA contraction: not built with -ffp-contract=fast),
+ * so the result is bitwise what the forward wrote. */
 #include <math.h>
 #include <omp.h>
 
@@ -24,6 +29,27 @@
  * is latency bound (and cannot be reordered without -ffast-math); 8 lanes let
  * the compiler use vector adds. */
 #define LN_LANES 8
+
+/* below this many elements (M C) an op stays on the calling thread */
+#define LN_PARALLEL_MIN 16384
+
+/* every public function: M rows (0 allowed), C > 0 columns */
+static void ln_check_dims(const char *fn, int M, int C) {
+    FLIP_CHECK(M >= 0 && C > 0, "%s: bad dims M=%d C=%d (need M >= 0, C > 0)", fn, M, C);
+}
+
+/* one row's output y = (x - mu) rs w + b, f32 into y or rounded to bf16 into
+ * yb (exactly one non-NULL). The forward and the apply both use this, so they
+ * cannot drift apart: inlined into each caller's SIMD clone; without FMA
+ * contraction every element is the same four rounded operations there. */
+static inline void ln_output_row(float *y, uint16_t *yb, const float *x, float mu, float rs,
+                                 const float *weight, const float *bias, int C) {
+    if (yb) {
+        for (int i = 0; i < C; i++) yb[i] = flip_bf16_round((x[i] - mu) * rs * weight[i] + bias[i]);
+    } else {
+        for (int i = 0; i < C; i++) y[i] = (x[i] - mu) * rs * weight[i] + bias[i];
+    }
+}
 
 /* rows [r0, r1) of the forward; out_b non-NULL: the output rounded to bf16
  * there instead of out */
@@ -50,13 +76,8 @@ static void ln_forward_rows(float *out, uint16_t *out_b, float *mean, float *rst
         for (int i = C8; i < C; i++) v += (x[i] - mu) * (x[i] - mu);
         for (int j = 0; j < LN_LANES; j++) v += vacc[j];
         float rs = 1.0f / sqrtf(v / (float)C + FLIP_LN_EPS);
-        if (out_b) {
-            uint16_t *yb = out_b + (size_t)r * C;
-            for (int i = 0; i < C; i++) yb[i] = flip_bf16_round((x[i] - mu) * rs * weight[i] + bias[i]);
-        } else {
-            float *y = out + (size_t)r * C;
-            for (int i = 0; i < C; i++) y[i] = (x[i] - mu) * rs * weight[i] + bias[i];
-        }
+        ln_output_row(out_b ? NULL : out + (size_t)r * C, out_b ? out_b + (size_t)r * C : NULL, x, mu,
+                      rs, weight, bias, C);
         mean[r] = mu;
         rstd[r] = rs;
     }
@@ -70,7 +91,7 @@ static void piece(int n, int parts, int k, int *lo, int *hi) {
 
 static void ln_forward(float *out, uint16_t *out_b, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int M, int C) {
-    if ((size_t)M * (size_t)C < 16384) {
+    if ((size_t)M * (size_t)C < LN_PARALLEL_MIN) {
         ln_forward_rows(out, out_b, mean, rstd, inp, weight, bias, 0, M, C);
         return;
     }
@@ -85,12 +106,52 @@ static void ln_forward(float *out, uint16_t *out_b, float *mean, float *rstd, co
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int M, int C) {
     // out (M, C), mean (M), rstd (M), inp (M, C), weight (C), bias (C)
+    ln_check_dims("layernorm_forward", M, C);
     ln_forward(out, NULL, mean, rstd, inp, weight, bias, M, C);
 }
 
 void layernorm_forward_b(uint16_t *out, float *mean, float *rstd, const float *inp,
                          const float *weight, const float *bias, int M, int C) {
+    ln_check_dims("layernorm_forward_b", M, C);
     ln_forward(NULL, out, mean, rstd, inp, weight, bias, M, C);
+}
+
+/* rows [r0, r1) of the apply: the forward's output step from saved mean / rstd */
+FLIP_SIMD_CLONES
+static void ln_apply_rows(float *out, uint16_t *out_b, const float *inp, const float *mean,
+                          const float *rstd, const float *weight, const float *bias, int r0, int r1,
+                          int C) {
+    for (int r = r0; r < r1; r++)
+        ln_output_row(out_b ? NULL : out + (size_t)r * C, out_b ? out_b + (size_t)r * C : NULL,
+                      inp + (size_t)r * C, mean[r], rstd[r], weight, bias, C);
+}
+
+/* row-parallel like ln_forward (elementwise: any split gives the same bits) */
+static void ln_apply(float *out, uint16_t *out_b, const float *inp, const float *mean,
+                     const float *rstd, const float *weight, const float *bias, int M, int C) {
+    if ((size_t)M * (size_t)C < LN_PARALLEL_MIN) {
+        ln_apply_rows(out, out_b, inp, mean, rstd, weight, bias, 0, M, C);
+        return;
+    }
+#pragma omp parallel
+    {
+        int lo, hi;
+        piece(M, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        ln_apply_rows(out, out_b, inp, mean, rstd, weight, bias, lo, hi, C);
+    }
+}
+
+void layernorm_apply(float *out, const float *inp, const float *mean, const float *rstd,
+                     const float *weight, const float *bias, int M, int C) {
+    // out (M, C), inp (M, C), mean (M), rstd (M), weight (C), bias (C)
+    ln_check_dims("layernorm_apply", M, C);
+    ln_apply(out, NULL, inp, mean, rstd, weight, bias, M, C);
+}
+
+void layernorm_apply_b(uint16_t *out, const float *inp, const float *mean, const float *rstd,
+                       const float *weight, const float *bias, int M, int C) {
+    ln_check_dims("layernorm_apply_b", M, C);
+    ln_apply(NULL, out, inp, mean, rstd, weight, bias, M, C);
 }
 
 /* Backward in LN_CHUNKS fixed row chunks (independent of the thread count):
@@ -153,6 +214,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *inp, const float *mean, const float *rstd,
                         const float *weight, int M, int C) {
     // dinp (M, C), dweight (C), dbias (C), dout (M, C), inp (M, C), mean/rstd (M)
+    ln_check_dims("layernorm_backward", M, C);
     int want_params = dweight || dbias;
     size_t need = want_params ? (size_t)LN_CHUNKS * 2 * (size_t)C : 0;
     if (need > g_partials_cap) {
@@ -161,7 +223,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
         g_partials_cap = need;
     }
     float *part = want_params ? g_partials : NULL;
-#pragma omp parallel for schedule(static) if ((size_t)M * (size_t)C >= 16384)
+#pragma omp parallel for schedule(static) if ((size_t)M * (size_t)C >= LN_PARALLEL_MIN)
     for (int k = 0; k < LN_CHUNKS; k++) {
         int lo, hi;
         piece(M, LN_CHUNKS, k, &lo, &hi);
@@ -182,6 +244,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp,
                            const float *weight, const float *bias, int M, int C) {
+    ln_check_dims("layernorm_forward_ref", M, C);
     for (int r = 0; r < M; r++) {
         const float *x = inp + (size_t)r * C;
         double s = 0.0;
@@ -197,9 +260,21 @@ void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *in
     }
 }
 
+void layernorm_apply_ref(float *out, const float *inp, const float *mean, const float *rstd,
+                         const float *weight, const float *bias, int M, int C) {
+    ln_check_dims("layernorm_apply_ref", M, C);
+    for (int r = 0; r < M; r++) {
+        const float *x = inp + (size_t)r * C;
+        double mu = mean[r], rs = rstd[r];
+        for (int i = 0; i < C; i++)
+            out[(size_t)r * C + i] = (float)(((double)x[i] - mu) * rs * weight[i] + bias[i]);
+    }
+}
+
 void layernorm_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout,
                             const float *inp, const float *mean, const float *rstd,
                             const float *weight, int M, int C) {
+    ln_check_dims("layernorm_backward_ref", M, C);
     if (dinp) {
         for (int r = 0; r < M; r++) {
             const float *x = inp + (size_t)r * C;

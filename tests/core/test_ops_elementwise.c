@@ -11,6 +11,7 @@
 #include <omp.h>
 #include <setjmp.h>
 #include <string.h>
+#include <time.h>
 
 #include "common.h"
 #include "ops.h"
@@ -179,6 +180,141 @@ static void test_layernorm(int M, int C) {
                      base_x, base_w, base_b};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
     flip_free(tmp);
+}
+
+/* layernorm_apply[_b]: the output from layernorm_forward[_b]'s saved mean /
+ * rstd is bitwise what the forward wrote (1 and 2 threads, M just below and
+ * at / above the parallel threshold), every element written (NaN prefill),
+ * and within the op tolerance of layernorm_apply_ref. */
+static size_t n_diff_bytes(const void *a, const void *b, size_t n, size_t size) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += memcmp((const char *)a + i * size, (const char *)b + i * size, size) != 0;
+    return d;
+}
+
+static void test_layernorm_apply(int M, int C) {
+    size_t n = (size_t)M * C;
+    float *x = fbuf(n), *w = fbuf(C), *b = fbuf(C), *y = fbuf(n), *ya = fbuf(n), *yr = fbuf(n);
+    float *mean = fbuf(M), *rstd = fbuf(M), *mean_b = fbuf(M), *rstd_b = fbuf(M);
+    float *mean_t = fbuf(M), *rstd_t = fbuf(M), *y_t = fbuf(n);
+    uint16_t *yb = flip_malloc((n ? n : 1) * sizeof(uint16_t), "test buffer");
+    uint16_t *yab = flip_malloc((n ? n : 1) * sizeof(uint16_t), "test buffer");
+    fill_normal(x, n, 2.0);
+    for (size_t i = 0; i < n; i++) x[i] += 3.0f; /* non-zero mean */
+    fill_normal(w, C, 1.0);
+    fill_normal(b, C, 0.5);
+    char what[160];
+    int nt0 = omp_get_max_threads();
+
+    /* reference bits: the forwards at 1 thread */
+    omp_set_num_threads(1);
+    layernorm_forward(y, mean, rstd, x, w, b, M, C);
+    layernorm_forward_b(yb, mean_b, rstd_b, x, w, b, M, C);
+    size_t n_nonfinite = 0;
+    for (size_t i = 0; i < n; i++) n_nonfinite += !isfinite(y[i]);
+    snprintf(what, sizeof what, "layernorm_apply M=%d C=%d: forward output finite, _b stats == f32 stats (%zu non-finite)",
+             M, C, n_nonfinite);
+    TEST_CHECK(n_nonfinite == 0 && n_diff_bytes(mean, mean_b, M, sizeof(float)) == 0 &&
+                   n_diff_bytes(rstd, rstd_b, M, sizeof(float)) == 0,
+               "%s", what);
+
+    for (int t = 1; t <= 2; t++) {
+        omp_set_num_threads(t);
+        /* the forward at t threads is the same (so apply at t matches forward at t) */
+        layernorm_forward(y_t, mean_t, rstd_t, x, w, b, M, C);
+        size_t d_fwd = n_diff_bytes(y_t, y, n, sizeof(float)) + n_diff_bytes(mean_t, mean, M, sizeof(float)) +
+                       n_diff_bytes(rstd_t, rstd, M, sizeof(float));
+        for (size_t i = 0; i < n; i++) ya[i] = NAN;
+        layernorm_apply(ya, x, mean, rstd, w, b, M, C);
+        size_t n_nan = 0;
+        for (size_t i = 0; i < n; i++) n_nan += isnan(ya[i]);
+        size_t d = n_diff_bytes(ya, y, n, sizeof(float));
+        TEST_CHECK(d == 0 && n_nan == 0 && d_fwd == 0,
+                   "layernorm_apply M=%d C=%d %d thread(s) == layernorm_forward out bitwise: %zu differ, %zu left NaN "
+                   "(forward at %d vs 1 thread: %zu differ)",
+                   M, C, t, d, n_nan, t, d_fwd);
+        for (size_t i = 0; i < n; i++) yab[i] = 0xffffu; /* a bf16 NaN: never an output here */
+        layernorm_apply_b(yab, x, mean_b, rstd_b, w, b, M, C);
+        size_t n_nan_b = 0;
+        for (size_t i = 0; i < n; i++) n_nan_b += yab[i] == 0xffffu;
+        size_t d_b = n_diff_bytes(yab, yb, n, sizeof(uint16_t));
+        TEST_CHECK(d_b == 0 && n_nan_b == 0,
+                   "layernorm_apply_b M=%d C=%d %d thread(s) == layernorm_forward_b out bitwise: %zu differ, %zu left NaN",
+                   M, C, t, d_b, n_nan_b);
+    }
+    omp_set_num_threads(nt0);
+
+    for (size_t i = 0; i < n; i++) yr[i] = NAN;
+    layernorm_apply_ref(yr, x, mean, rstd, w, b, M, C);
+    snprintf(what, sizeof what, "layernorm_apply M=%d C=%d vs layernorm_apply_ref", M, C);
+    test_close_f(what, ya, yr, n, TOL_OP_ATOL, TOL_OP_RTOL);
+
+    float *bufs[] = {x, w, b, y, ya, yr, mean, rstd, mean_b, rstd_b, mean_t, rstd_t, y_t};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) flip_free(bufs[i]);
+    flip_free(yb);
+    flip_free(yab);
+}
+
+/* statistics that are not the row's own: apply follows the formula with the
+ * given mean / rstd (not recomputed ones) */
+static void test_layernorm_apply_given_stats(void) {
+    enum { M = 5, C = 17 };
+    float x[M * C], w[C], b[C], mean[M], rstd[M], y[M * C], yr[M * C];
+    fill_normal(x, (size_t)M * C, 1.0);
+    fill_normal(w, C, 1.0);
+    fill_normal(b, C, 0.5);
+    for (int r = 0; r < M; r++) {
+        mean[r] = 0.25f * (float)(r + 1);
+        rstd[r] = 0.5f + (float)r;
+    }
+    layernorm_apply(y, x, mean, rstd, w, b, M, C);
+    layernorm_apply_ref(yr, x, mean, rstd, w, b, M, C);
+    size_t bad = 0;
+    for (int r = 0; r < M; r++)
+        for (int i = 0; i < C; i++) {
+            double want = ((double)x[r * C + i] - mean[r]) * rstd[r] * w[i] + b[i];
+            bad += fabs(y[r * C + i] - want) > TOL_OP_ATOL + TOL_OP_RTOL * fabs(want) ||
+                   fabs(yr[r * C + i] - want) > TOL_OP_ATOL + TOL_OP_RTOL * fabs(want);
+        }
+    TEST_CHECK(bad == 0, "layernorm_apply / _ref use the given mean, rstd: (x - mean) rstd w + b (%zu off)", bad);
+    /* M = 0: nothing to do, no error */
+    layernorm_apply(y, x, mean, rstd, w, b, 0, C);
+    layernorm_apply_b(NULL, x, mean, rstd, w, b, 0, C);
+    layernorm_apply_ref(y, x, mean, rstd, w, b, 0, C);
+    TEST_CHECK(1, "layernorm_apply[_b|_ref] with M = 0 return without error");
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* informational: 1 thread, vit-s16 token rows (M = 3136 = 16 x 196, C = 384) */
+static void time_layernorm_apply(void) {
+    enum { M = 3136, C = 384, REPS = 15 };
+    size_t n = (size_t)M * C;
+    float *x = fbuf(n), *w = fbuf(C), *b = fbuf(C), *mean = fbuf(M), *rstd = fbuf(M);
+    uint16_t *yb = flip_malloc(n * sizeof(uint16_t), "test buffer");
+    fill_normal(x, n, 2.0);
+    fill_normal(w, C, 1.0);
+    fill_normal(b, C, 0.5);
+    int nt0 = omp_get_max_threads();
+    omp_set_num_threads(1);
+    double best_f = 1e30, best_a = 1e30;
+    for (int k = 0; k < REPS; k++) {
+        double t0 = now_s();
+        layernorm_forward_b(yb, mean, rstd, x, w, b, M, C);
+        double t1 = now_s();
+        layernorm_apply_b(yb, x, mean, rstd, w, b, M, C);
+        double t2 = now_s();
+        best_f = fmin(best_f, t1 - t0);
+        best_a = fmin(best_a, t2 - t1);
+    }
+    omp_set_num_threads(nt0);
+    printf("  info  1 thread M=%d C=%d best of %d: layernorm_forward_b %.3f ms, layernorm_apply_b %.3f ms (%.2fx)\n",
+           M, C, REPS, 1e3 * best_f, 1e3 * best_a, best_f / best_a);
+    flip_free(x); flip_free(w); flip_free(b); flip_free(mean); flip_free(rstd); flip_free(yb);
 }
 
 /* ---- gelu ---- */
@@ -875,6 +1011,26 @@ int main(void) {
     test_layernorm(130, 384);
     test_layernorm(5, 1000);
     test_layernorm(3001, 192); /* many rows: every backward chunk, uneven chunk sizes */
+    /* apply: M one row below and at / above the parallel threshold (16384 elements) */
+    {
+        const int cs[] = {1, 7, 8, 17, 384, 512, 768};
+        for (size_t k = 0; k < sizeof cs / sizeof *cs; k++) {
+            int m_par = (16384 + cs[k] - 1) / cs[k];
+            test_layernorm_apply(m_par - 1, cs[k]);
+            test_layernorm_apply(m_par, cs[k]);
+        }
+        test_layernorm_apply(3, 768);
+        test_layernorm_apply_given_stats();
+        time_layernorm_apply();
+        float t1[4] = {0}, t2[4] = {0};
+        uint16_t tb[4];
+        EXPECT_FATAL("layernorm_apply C=0", layernorm_apply(t1, t2, t2, t2, t2, t2, 1, 0));
+        EXPECT_FATAL("layernorm_apply M=-1", layernorm_apply(t1, t2, t2, t2, t2, t2, -1, 4));
+        EXPECT_FATAL("layernorm_apply_b C=-3", layernorm_apply_b(tb, t2, t2, t2, t2, t2, 1, -3));
+        EXPECT_FATAL("layernorm_apply_ref C=0", layernorm_apply_ref(t1, t2, t2, t2, t2, t2, 1, 0));
+        EXPECT_FATAL("layernorm_forward C=0", layernorm_forward(t1, t2, t2, t2, t2, t2, 1, 0));
+        EXPECT_FATAL("layernorm_backward M=-2", layernorm_backward(t1, NULL, NULL, t2, t2, t2, t2, t2, -2, 4));
+    }
 
     test_gelu(1);
     test_gelu(17);
