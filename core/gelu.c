@@ -103,12 +103,24 @@ static inline float gelu_mills(float a) {
  * only drops an intermediate rounding; both forms are measured in the header.
  * The baseline clone has no FMA and keeps mul + add. */
 
-static inline float gelu_value(float x) {
-    float a = fabsf(x);
-    float e = gelu_exp2_neg((a * a) * GELU_MHALF_LOG2E);
-    float g = a * (e * gelu_mills(a));
+/* GELU(x) and GELU'(x) from the terms both share: a = |x|,
+ * e = exp(-a^2 / 2), m = R(a); gelu_value / gelu_deriv below and the fused
+ * bf16 backward evaluate the same expressions, so they agree bitwise */
+static inline float gelu_value_from(float x, float a, float e, float m) {
+    float g = a * (e * m);
     g = a > GELU_CUT ? 0.0f : g;
     return x >= 0.0f ? x - g : -g;
+}
+
+static inline float gelu_deriv_from(float x, float a, float e, float m) {
+    float d = e * (a * (float)GELU_INV_SQRT_2PI - m);
+    d = a > GELU_CUT ? 0.0f : d;
+    return x >= 0.0f ? 1.0f + d : -d;
+}
+
+static inline float gelu_value(float x) {
+    float a = fabsf(x);
+    return gelu_value_from(x, a, gelu_exp2_neg((a * a) * GELU_MHALF_LOG2E), gelu_mills(a));
 }
 
 /* elements [0, n) of one thread's range */
@@ -128,10 +140,7 @@ static void gelu_forward_b_range(uint16_t *out, const uint16_t *inp, size_t n) {
 /* GELU'(x) for the backward ranges */
 static inline float gelu_deriv(float x) {
     float a = fabsf(x);
-    float e = gelu_exp2_neg((a * a) * GELU_MHALF_LOG2E);
-    float d = e * (a * (float)GELU_INV_SQRT_2PI - gelu_mills(a));
-    d = a > GELU_CUT ? 0.0f : d;
-    return x >= 0.0f ? 1.0f + d : -d;
+    return gelu_deriv_from(x, a, gelu_exp2_neg((a * a) * GELU_MHALF_LOG2E), gelu_mills(a));
 }
 
 FLIP_SIMD_CLONES
@@ -159,6 +168,20 @@ FLIP_SIMD_CLONES
 static void gelu_backward_store_bb_range(uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) dinp[i] = flip_bf16_round(dout[i] * gelu_deriv(flip_bf16_widen(inp[i])));
+}
+
+/* both at once (the bf16 block backward's recompute of GELU's output and its
+ * backward): e and R(a) evaluated once per element */
+FLIP_SIMD_CLONES
+static void gelu_forward_backward_bb_range(uint16_t *out, uint16_t *dinp, const float *dout, const uint16_t *inp,
+                                           size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        float x = flip_bf16_widen(inp[i]), a = fabsf(x);
+        float e = gelu_exp2_neg((a * a) * GELU_MHALF_LOG2E), m = gelu_mills(a);
+        out[i] = flip_bf16_round(gelu_value_from(x, a, e, m));
+        dinp[i] = flip_bf16_round(dout[i] * gelu_deriv_from(x, a, e, m));
+    }
 }
 
 /* [*lo, *hi) of thread t of nt: contiguous, boundaries on multiples of 16 floats */
@@ -210,6 +233,10 @@ void gelu_backward_store_b(float *dinp, const float *dout, const uint16_t *inp, 
 
 void gelu_backward_store_bb(uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n) {
     GELU_SPLIT(n, gelu_backward_store_bb_range(dinp + lo_, dout + lo_, inp + lo_, len_));
+}
+
+void gelu_forward_backward_bb(uint16_t *out, uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n) {
+    GELU_SPLIT(n, gelu_forward_backward_bb_range(out + lo_, dinp + lo_, dout + lo_, inp + lo_, len_));
 }
 
 void gelu_forward_ref(float *out, const float *inp, size_t n) {

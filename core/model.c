@@ -14,13 +14,15 @@
  * their mean/rstd, qkv, the attention output and the fc1 pre-activation; the
  * two LN outputs and the GELU output (6 of the 16 floats per token and channel
  * a block would otherwise keep) are written to tower-shared scratch and
- * recomputed in backward, bit for bit, by the same op calls right before the
- * matmul that needs them (one LN forward per LN and one GELU per block: about
- * 2 % of a step for 37 % less activation memory; the numbers are in
- * benchmarks/RESULTS.md). The attention probabilities (B H T^2 floats per
- * block) are not kept either: attention_backward recomputes them (attention.c).
- * In bf16 precision the LN, fc1, GELU
- * and attention outputs are kept as bf16 (block_forward_bf16, docs/model.md).
+ * recomputed in backward, bit for bit, right before the matmul that needs
+ * them: the LN outputs by layernorm_apply from the saved mean/rstd (the
+ * forward's own output step), the GELU output by the same GELU op (in bf16
+ * fused with GELU's backward). About 2 % of a step for 37 % less activation
+ * memory; the numbers are in benchmarks/RESULTS.md. The attention
+ * probabilities (B H T^2 floats per block) are not kept either:
+ * attention_backward recomputes them (attention.c). In bf16 precision the LN
+ * outputs, qkv, fc1, GELU and attention outputs are kept as bf16
+ * (block_forward_bf16, docs/model.md).
  * Residual adds are
  * folded into backward by accumulation: the residual-stream gradient buffer
  * `dres` receives += from each LayerNorm backward (da += dout, db += dout).
@@ -70,6 +72,8 @@ typedef struct {
                    int);
     void (*ln_bwd)(float *, float *, float *, const float *, const float *, const float *,
                    const float *, const float *, int, int);
+    void (*ln_apply)(float *, const float *, const float *, const float *, const float *, const float *, int,
+                     int);
     void (*attn_fwd)(float *, float *, float *, size_t, const float *, const int *, int, int, int, int);
     void (*attn_bwd)(float *, float *, size_t, const float *, const float *, const int *,
                      int, int, int, int);
@@ -94,6 +98,7 @@ static const Ops OPS_FAST = {
     .linear_gelu_fwd = linear_gelu_forward, .linear_gelu_bwd = linear_gelu_backward,
     .gelu_act = linear_gelu_activation,
     .ln_fwd = layernorm_forward,            .ln_bwd = layernorm_backward,
+    .ln_apply = layernorm_apply,
     .attn_fwd = attention_forward,          .attn_bwd = attention_backward,
     .res_fwd = residual_forward,            .pool_fwd = meanpool_forward,
     .pool_bwd = meanpool_backward,          .l2_fwd = l2norm_forward,
@@ -106,6 +111,7 @@ static const Ops OPS_REF = {
     .linear_gelu_fwd = linear_gelu_forward_ref, .linear_gelu_bwd = linear_gelu_backward_ref,
     .gelu_act = linear_gelu_activation_ref,
     .ln_fwd = layernorm_forward_ref,            .ln_bwd = layernorm_backward_ref,
+    .ln_apply = layernorm_apply_ref,
     .attn_fwd = attention_forward_ref,          .attn_bwd = attention_backward_ref,
     .res_fwd = residual_forward_ref,            .pool_fwd = meanpool_forward_ref,
     .pool_bwd = meanpool_backward_ref,          .l2_fwd = l2norm_forward_ref,
@@ -339,7 +345,7 @@ struct FlipActs {
     float *ln;        /* (M, C) a block's LN1 / LN2 output (forward; recomputed in backward) */
     float *h;         /* (M, hidden) a block's GELU output; the same memory as dpre: backward
                          reads h (fc2's dweight) before linear_gelu backward writes dpre */
-    uint16_t *ln_b;   /* bf16 activations: ln and h as bf16 (h_b shares its memory with dpre_b) */
+    uint16_t *ln_b;   /* bf16 activations: ln and h as bf16 */
     uint16_t *h_b;
     float *dres;      /* (M, C) residual-stream gradient */
     float *dln;       /* (M, C) gradient at a LayerNorm output */
@@ -348,7 +354,7 @@ struct FlipActs {
     uint16_t *dqkv_b; /* bf16 activations: dqkv as bf16 (dqkv is NULL) */
     float *dh;        /* (M, hidden) */
     float *dpre;      /* (M, hidden) linear_gelu backward scratch */
-    uint16_t *dpre_b; /* bf16 activations: dpre as bf16, in h_b's memory (dpre is NULL) */
+    uint16_t *dpre_b; /* bf16 activations: dpre as bf16 (dpre is NULL) */
     float *att_scr;   /* attention forward/backward scratch, per OpenMP thread */
     size_t n_att_scr; /* its floats, for the thread count at plan time */
     float *dpooled;   /* (B, C) */
@@ -416,10 +422,10 @@ static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N
     A->datty = arena_floats(a, MC);
     A->dh = arena_floats(a, MH);
     if (bf16) {
-        /* h_b, then (after fc2's backward has read it) dpre_b, in one buffer */
+        /* h_b and dpre_b apart: backward writes both in one GELU pass */
         A->dqkv_b = arena_alloc(a, flip_mul_size(3 * MC, sizeof(uint16_t), "dqkv"));
         A->h_b = arena_alloc(a, flip_mul_size(MH, sizeof(uint16_t), "h"));
-        A->dpre_b = A->h_b;
+        A->dpre_b = arena_alloc(a, flip_mul_size(MH, sizeof(uint16_t), "dpre"));
     } else {
         A->dqkv = arena_floats(a, 3 * MC);
         A->dpre = arena_floats(a, MH);
@@ -634,21 +640,26 @@ static void report(const FlipModel *m, const Ready *r, int first, int last) {
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
 /* block_backward for bf16 activations: the same steps with the bf16 ops
- * (recomputing the bf16 LN and GELU outputs bit for bit). */
+ * (recomputing the bf16 LN and GELU outputs bit for bit; the GELU output and
+ * GELU's backward in one pass). */
 static void block_backward_bf16(FlipModel *m, const Tower *tw, int l, const BlockActs *b, const float *x,
                                 const int *lens, int B, int T, const Ready *r) {
     FlipActs *A = m->acts;
     int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
     size_t MC = (size_t)M * (size_t)C, MH = (size_t)M * (size_t)hid;
-    PROF(FLIP_PROF_GELU, gelu_forward_b(A->h_b, b->pre_b, MH));
+    /* fc2: dh (and dbias) first, which do not need h; then GELU's output
+     * recomputed and its backward in one pass; then fc2's dweight from h_b,
+     * reusing dres's bf16 copy made for dh */
     zero(A->dh, MH);
-    PROF(FLIP_PROF_MATMUL, linear_backward_b(A->dh, GRAD(m, k + BLK_FC2_W), GRAD(m, k + BLK_FC2_B), A->dres, A->h_b,
+    PROF(FLIP_PROF_MATMUL, linear_backward_b(A->dh, NULL, GRAD(m, k + BLK_FC2_B), A->dres, NULL,
+                                             PARAM(m, k + BLK_FC2_W), M, hid, C));
+    PROF(FLIP_PROF_GELU, gelu_forward_backward_bb(A->h_b, A->dpre_b, A->dh, b->pre_b, MH));
+    flip_matmul_src_unchanged();
+    PROF(FLIP_PROF_MATMUL, linear_backward_b(NULL, GRAD(m, k + BLK_FC2_W), NULL, A->dres, A->h_b,
                                              PARAM(m, k + BLK_FC2_W), M, hid, C));
     report(m, r, k + BLK_FC2_W, k + BLK_FC2_B);
-    PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
-                                                  PARAM(m, k + BLK_LN2_B), M, C));
-    /* dpre_b overwrites h_b: fc2's dweight is done with it */
-    PROF(FLIP_PROF_GELU, gelu_backward_store_bb(A->dpre_b, A->dh, b->pre_b, MH));
+    PROF(FLIP_PROF_LAYERNORM, layernorm_apply_b(A->ln_b, b->x1, b->ln2_mean, b->ln2_rstd, PARAM(m, k + BLK_LN2_W),
+                                                PARAM(m, k + BLK_LN2_B), M, C));
     zero(A->dln, MC);
     PROF(FLIP_PROF_MATMUL, linear_backward_bb(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre_b,
                                               A->ln_b, PARAM(m, k + BLK_FC1_W), M, C, hid));
@@ -662,8 +673,8 @@ static void block_backward_bf16(FlipModel *m, const Tower *tw, int l, const Bloc
     report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
     PROF(FLIP_PROF_ATTENTION, attention_backward_b(A->dqkv_b, A->att_scr, A->n_att_scr, A->datty, b->qkv_b, lens,
                                                    B, T, C, tw->H));
-    PROF(FLIP_PROF_LAYERNORM, layernorm_forward_b(A->ln_b, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W),
-                                                  PARAM(m, k + BLK_LN1_B), M, C));
+    PROF(FLIP_PROF_LAYERNORM, layernorm_apply_b(A->ln_b, x, b->ln1_mean, b->ln1_rstd, PARAM(m, k + BLK_LN1_W),
+                                                PARAM(m, k + BLK_LN1_B), M, C));
     zero(A->dln, MC);
     PROF(FLIP_PROF_MATMUL, linear_backward_bb(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv_b,
                                               A->ln_b, PARAM(m, k + BLK_QKV_W), M, C, 3 * C));
@@ -689,8 +700,8 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
     PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dh, GRAD(m, k + BLK_FC2_W), GRAD(m, k + BLK_FC2_B), A->dres, A->h,
                   PARAM(m, k + BLK_FC2_W), M, hid, C));
     report(m, r, k + BLK_FC2_W, k + BLK_FC2_B);
-    /* recompute LN2's output (mean/rstd are rewritten with the same values) */
-    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(A->ln, b->ln2_mean, b->ln2_rstd, b->x1, PARAM(m, k + BLK_LN2_W),
+    /* recompute LN2's output from its saved mean/rstd */
+    PROF(FLIP_PROF_LAYERNORM, o->ln_apply(A->ln, b->x1, b->ln2_mean, b->ln2_rstd, PARAM(m, k + BLK_LN2_W),
               PARAM(m, k + BLK_LN2_B), M, C));
     zero(A->dln, MC);
     PROF(FLIP_PROF_MATMUL, o->linear_gelu_bwd(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre, A->dh,
@@ -707,7 +718,7 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
     zero(A->dqkv, 3 * MC);
     PROF(FLIP_PROF_ATTENTION, o->attn_bwd(A->dqkv, A->att_scr, A->n_att_scr, A->datty, b->qkv, lens, B, T, C, tw->H));
     /* recompute LN1's output */
-    PROF(FLIP_PROF_LAYERNORM, o->ln_fwd(A->ln, b->ln1_mean, b->ln1_rstd, x, PARAM(m, k + BLK_LN1_W),
+    PROF(FLIP_PROF_LAYERNORM, o->ln_apply(A->ln, x, b->ln1_mean, b->ln1_rstd, PARAM(m, k + BLK_LN1_W),
               PARAM(m, k + BLK_LN1_B), M, C));
     zero(A->dln, MC);
     PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv, A->ln,

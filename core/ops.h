@@ -71,6 +71,16 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
  * rstd and values as layernorm_forward, then rounded (bf16 activations). */
 void layernorm_forward_b(uint16_t *out, float *mean, float *rstd, const float *inp,
                          const float *weight, const float *bias, int M, int C);
+/* LayerNorm's output from saved statistics, for the recompute in backward:
+ * out = (inp - mean) rstd weight + bias per row, bitwise what layernorm_forward
+ * (_b: layernorm_forward_b) wrote when mean / rstd are the ones it saved. One
+ * pass over inp instead of three. */
+void layernorm_apply(float *out, const float *inp, const float *mean, const float *rstd,
+                     const float *weight, const float *bias, int M, int C);
+void layernorm_apply_b(uint16_t *out, const float *inp, const float *mean, const float *rstd,
+                       const float *weight, const float *bias, int M, int C);
+void layernorm_apply_ref(float *out, const float *inp, const float *mean, const float *rstd,
+                         const float *weight, const float *bias, int M, int C);
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *mean, const float *rstd,
                         const float *weight, int M, int C);
@@ -96,6 +106,10 @@ void gelu_backward_store_b(float *dinp, const float *dout, const uint16_t *inp, 
 /* dinp = bf16(dout * gelu'(widen(inp))): bitwise the bf16 rounding (round to nearest
  * even) of what gelu_backward_store_b stores */
 void gelu_backward_store_bb(uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n);
+/* bf16 GELU backward with the forward recomputed in the same pass: out =
+ * bf16(GELU(widen(inp))), dinp = bf16(dout * GELU'(widen(inp))); bitwise
+ * gelu_forward_b and gelu_backward_store_bb (one evaluation of the shared terms) */
+void gelu_forward_backward_bb(uint16_t *out, uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n);
 void gelu_backward_store_ref(float *dinp, const float *dout, const float *inp, size_t n);
 
 /* ---- attention.c: multi-head self-attention core (no projections).

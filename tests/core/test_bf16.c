@@ -283,7 +283,9 @@ static double seconds_since(const struct timespec *t0) {
  * taken by the test's own definition (not the library's flip_bf16_round):
  * sizes around GELU_PAR_MIN (32768, the serial / threaded switch) and the
  * 16-float thread boundaries; inputs with every sign, +-0, +-inf, NaN, large
- * |x| (GELU' = 1 or -0) and dout spanning magnitudes down to denormal products */
+ * |x| (GELU' = 1 or -0) and dout spanning magnitudes down to denormal products.
+ * gelu_forward_backward_bb (both in one pass) == gelu_forward_b and
+ * gelu_backward_store_bb, bitwise, on the same inputs. */
 static void test_gelu_bb(void) {
     static const size_t sizes[] = {1, 15, 17, 1000, 32767, 32768, 32768 + 17, 65536 + 33, 100003};
     enum { NMAX = 100003 };
@@ -291,6 +293,9 @@ static void test_gelu_bb(void) {
     rng_init(&r, 21, FLIP_RNG_TEST, 4, 0);
     uint16_t *x = flip_malloc(NMAX * sizeof(uint16_t), "x"), *got = flip_malloc(NMAX * sizeof(uint16_t), "got");
     float *g = flip_malloc(NMAX * sizeof(float), "g"), *ref = flip_malloc(NMAX * sizeof(float), "ref");
+    uint16_t *fo = flip_malloc(NMAX * sizeof(uint16_t), "fused out"), *fd = flip_malloc(NMAX * sizeof(uint16_t), "fused dinp");
+    uint16_t *ho = flip_malloc(NMAX * sizeof(uint16_t), "gelu_forward_b out");
+    size_t n_fused_fail = 0;
     fill_b(x, NMAX, &r, 6.0f);
     for (size_t i = 0; i < NMAX; i++) {
         double u = rng_uniform(&r);
@@ -321,6 +326,17 @@ static void test_gelu_bb(void) {
                     n_zero += (got[i] & 0x7fffu) == 0;
                 }
             }
+            /* the fused op against both separate ops (every element written) */
+            for (size_t i = 0; i < n; i++) fo[i] = fd[i] = 0xdeadu;
+            gelu_forward_b(ho, x, n);
+            gelu_forward_backward_bb(fo, fd, g, x, n);
+            size_t fbad = 0;
+            for (size_t i = 0; i < n; i++) fbad += fo[i] != ho[i] || fd[i] != got[i];
+            if (fbad) {
+                n_fused_fail++;
+                TEST_CHECK(0, "gelu_forward_backward_bb == gelu_forward_b + gelu_backward_store_bb, n %zu, %d threads: %zu differ",
+                           n, threads, fbad);
+            }
             if (bad) {
                 n_fail++;
                 TEST_CHECK(0, "gelu_backward_store_bb == bf16(gelu_backward_store_b), n %zu, %d threads: %zu differ (first [%zu]: 0x%04x, want 0x%04x)",
@@ -330,10 +346,14 @@ static void test_gelu_bb(void) {
     }
     TEST_CHECK(n_fail == 0, "gelu_backward_store_bb == bf16(gelu_backward_store_b) bitwise: %zu sizes x 1, 2 threads",
                sizeof sizes / sizeof sizes[0]);
+    TEST_CHECK(n_fused_fail == 0,
+               "gelu_forward_backward_bb == gelu_forward_b + gelu_backward_store_bb bitwise: %zu sizes x 1, 2 threads",
+               sizeof sizes / sizeof sizes[0]);
     TEST_CHECK(n_den > 10 && n_zero < NMAX / 10, "the gelu inputs reach denormal products (%zu) and are mostly nonzero (%zu zeros)",
                n_den, n_zero);
     omp_set_num_threads(1);
     flip_free(x); flip_free(got); flip_free(g); flip_free(ref);
+    flip_free(fo); flip_free(fd); flip_free(ho);
 }
 
 /* One shape of linear_backward_bb against linear_backward_b on the widened dout
