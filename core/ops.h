@@ -107,8 +107,10 @@ void gelu_backward_store_b(float *dinp, const float *dout, const uint16_t *inp, 
  * even) of what gelu_backward_store_b stores */
 void gelu_backward_store_bb(uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n);
 /* bf16 GELU backward with the forward recomputed in the same pass: out =
- * bf16(GELU(widen(inp))), dinp = bf16(dout * GELU'(widen(inp))); bitwise
- * gelu_forward_b and gelu_backward_store_bb (one evaluation of the shared terms) */
+ * bf16(GELU(widen(inp))), dinp = bf16(dout * GELU'(widen(inp))), the shared
+ * terms evaluated once. out is bitwise gelu_forward_b's (tested); dinp is
+ * gelu_backward_store_bb's formula (bitwise in the Release build; a build that
+ * vectorises the loops differently may contract one FMA differently, 1 ulp). */
 void gelu_forward_backward_bb(uint16_t *out, uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n);
 void gelu_backward_store_ref(float *dinp, const float *dout, const float *inp, size_t n);
 

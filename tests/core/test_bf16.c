@@ -16,6 +16,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -330,12 +331,24 @@ static void test_gelu_bb(void) {
             for (size_t i = 0; i < n; i++) fo[i] = fd[i] = 0xdeadu;
             gelu_forward_b(ho, x, n);
             gelu_forward_backward_bb(fo, fd, g, x, n);
-            size_t fbad = 0;
-            for (size_t i = 0; i < n; i++) fbad += fo[i] != ho[i] || fd[i] != got[i];
+            /* out bitwise (backward's recompute must give forward's h); dinp the
+             * same formula evaluated in another loop, where a build whose loops
+             * vectorise differently (seen under ASan+UBSan: 1 element in 32k) may
+             * contract one FMA differently: within one bf16 ulp */
+            size_t fbad = 0, ff = 0;
+            for (size_t i = 0; i < n; i++) {
+                int both_nan = (fd[i] & 0x7fffu) > 0x7f80u && (got[i] & 0x7fffu) > 0x7f80u;
+                int ulp = (fd[i] ^ got[i]) < 0x8000u && abs((int)fd[i] - (int)got[i]) <= 1;
+                if (fo[i] != ho[i] || !(ulp || both_nan)) {
+                    if (!fbad) ff = i;
+                    fbad++;
+                }
+            }
             if (fbad) {
                 n_fused_fail++;
-                TEST_CHECK(0, "gelu_forward_backward_bb == gelu_forward_b + gelu_backward_store_bb, n %zu, %d threads: %zu differ",
-                           n, threads, fbad);
+                TEST_CHECK(0, "gelu_forward_backward_bb == gelu_forward_b + gelu_backward_store_bb, n %zu, %d threads: %zu differ "
+                           "(first [%zu]: x 0x%04x dout %a: out 0x%04x vs 0x%04x, dinp 0x%04x vs 0x%04x)",
+                           n, threads, fbad, ff, x[ff], (double)g[ff], fo[ff], ho[ff], fd[ff], got[ff]);
             }
             if (bad) {
                 n_fail++;
@@ -347,7 +360,7 @@ static void test_gelu_bb(void) {
     TEST_CHECK(n_fail == 0, "gelu_backward_store_bb == bf16(gelu_backward_store_b) bitwise: %zu sizes x 1, 2 threads",
                sizeof sizes / sizeof sizes[0]);
     TEST_CHECK(n_fused_fail == 0,
-               "gelu_forward_backward_bb == gelu_forward_b + gelu_backward_store_bb bitwise: %zu sizes x 1, 2 threads",
+               "gelu_forward_backward_bb: out == gelu_forward_b bitwise, dinp within 1 bf16 ulp of gelu_backward_store_bb: %zu sizes x 1, 2 threads",
                sizeof sizes / sizeof sizes[0]);
     TEST_CHECK(n_den > 10 && n_zero < NMAX / 10, "the gelu inputs reach denormal products (%zu) and are mostly nonzero (%zu zeros)",
                n_den, n_zero);
