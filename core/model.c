@@ -641,16 +641,16 @@ static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
 /* block_backward for bf16 activations: the same steps with the bf16 ops
  * (recomputing the bf16 LN and GELU outputs bit for bit; the GELU output and
- * GELU's backward in one pass). */
+ * GELU's backward in one pass). The bf16 linear backwards store their input
+ * gradients (dh, dln, datty, no zeroing passes); LN backward adds into dres. */
 static void block_backward_bf16(FlipModel *m, const Tower *tw, int l, const BlockActs *b, const float *x,
                                 const int *lens, int B, int T, const Ready *r) {
     FlipActs *A = m->acts;
     int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
-    size_t MC = (size_t)M * (size_t)C, MH = (size_t)M * (size_t)hid;
+    size_t MH = (size_t)M * (size_t)hid;
     /* fc2: dh (and dbias) first, which do not need h; then GELU's output
      * recomputed and its backward in one pass; then fc2's dweight from h_b,
      * reusing dres's bf16 copy made for dh */
-    zero(A->dh, MH);
     PROF(FLIP_PROF_MATMUL, linear_backward_b(A->dh, NULL, GRAD(m, k + BLK_FC2_B), A->dres, NULL,
                                              PARAM(m, k + BLK_FC2_W), M, hid, C));
     PROF(FLIP_PROF_GELU, gelu_forward_backward_bb(A->h_b, A->dpre_b, A->dh, b->pre_b, MH));
@@ -660,14 +660,12 @@ static void block_backward_bf16(FlipModel *m, const Tower *tw, int l, const Bloc
     report(m, r, k + BLK_FC2_W, k + BLK_FC2_B);
     PROF(FLIP_PROF_LAYERNORM, layernorm_apply_b(A->ln_b, b->x1, b->ln2_mean, b->ln2_rstd, PARAM(m, k + BLK_LN2_W),
                                                 PARAM(m, k + BLK_LN2_B), M, C));
-    zero(A->dln, MC);
     PROF(FLIP_PROF_MATMUL, linear_backward_bb(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre_b,
                                               A->ln_b, PARAM(m, k + BLK_FC1_W), M, C, hid));
     report(m, r, k + BLK_FC1_W, k + BLK_FC1_B);
     PROF(FLIP_PROF_LAYERNORM, layernorm_backward(A->dres, GRAD(m, k + BLK_LN2_W), GRAD(m, k + BLK_LN2_B), A->dln, b->x1,
                                                  b->ln2_mean, b->ln2_rstd, PARAM(m, k + BLK_LN2_W), M, C));
     report(m, r, k + BLK_LN2_W, k + BLK_LN2_B);
-    zero(A->datty, MC);
     PROF(FLIP_PROF_MATMUL, linear_backward_b(A->datty, GRAD(m, k + BLK_PROJ_W), GRAD(m, k + BLK_PROJ_B), A->dres,
                                              b->atty_b, PARAM(m, k + BLK_PROJ_W), M, C, C));
     report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
@@ -675,7 +673,6 @@ static void block_backward_bf16(FlipModel *m, const Tower *tw, int l, const Bloc
                                                    B, T, C, tw->H));
     PROF(FLIP_PROF_LAYERNORM, layernorm_apply_b(A->ln_b, x, b->ln1_mean, b->ln1_rstd, PARAM(m, k + BLK_LN1_W),
                                                 PARAM(m, k + BLK_LN1_B), M, C));
-    zero(A->dln, MC);
     PROF(FLIP_PROF_MATMUL, linear_backward_bb(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv_b,
                                               A->ln_b, PARAM(m, k + BLK_QKV_W), M, C, 3 * C));
     report(m, r, k + BLK_QKV_W, k + BLK_QKV_B);

@@ -34,15 +34,17 @@ void linear_backward_ref(float *dinp, float *dweight, float *dbias,
  * bf16 values (e.g. a LayerNorm or GELU output written as bf16), so it is not
  * converted again. Forward writes out (f32) or out_b (bf16, rounded to
  * nearest even): exactly one is non-NULL. Backward as linear_backward with
- * the bf16 inp feeding dweight. Results equal linear_forward/backward in bf16
- * precision on the f32 values inp holds. */
+ * the bf16 inp feeding dweight, except that dinp is STORED (=), not added to:
+ * the bf16 block writes each input gradient once. Results equal
+ * linear_forward/backward in bf16 precision on the f32 values inp holds (with
+ * dinp zeroed first). */
 void linear_forward_b(float *out, uint16_t *out_b, const uint16_t *inp, const float *weight,
                       const float *bias, int M, int IC, int OC);
 void linear_backward_b(float *dinp, float *dweight, float *dbias, const float *dout,
                        const uint16_t *inp, const float *weight, int M, int IC, int OC);
-/* linear_backward with dout already bf16 (M, OC) (bf16 precision only): dinp (M, IC) += dout W
- * (f32), dweight (OC, IC) += dout^T inp (bf16 operands, no conversion), dbias (OC) += column
- * sums of widen(dout) in f32. Any of dinp, dweight, dbias may be NULL. */
+/* linear_backward_b with dout already bf16 (M, OC) (bf16 precision only): dinp (M, IC) = dout W
+ * (f32, stored), dweight (OC, IC) += dout^T inp (bf16 operands, no conversion), dbias (OC) +=
+ * column sums of widen(dout) in f32. Any of dinp, dweight, dbias may be NULL. */
 void linear_backward_bb(float *dinp, float *dweight, float *dbias, const uint16_t *dout,
                         const uint16_t *inp, const float *weight, int M, int IC, int OC);
 /* Fused linear + exact GELU (MLP fc1): pre (M, OC) = inp W^T + b (saved for

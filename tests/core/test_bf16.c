@@ -158,9 +158,11 @@ static void test_bf16_activation_ops(void) {
     float *dw1 = flip_calloc(nw, sizeof(float), "dw1"), *dw2 = flip_calloc(nw, sizeof(float), "dw2");
     float *db1 = flip_calloc(OC, sizeof(float), "db1"), *db2 = flip_calloc(OC, sizeof(float), "db2");
     linear_backward(dx1, dw1, db1, g, xw, w, M, IC, OC);
+    for (size_t i = 0; i < nx; i++) dx2[i] = NAN; /* _b stores dinp: the prefill must not matter */
     linear_backward_b(dx2, dw2, db2, g, xb, w, M, IC, OC);
     TEST_CHECK(n_diff_f(dx1, dx2, nx) == 0 && n_diff_f(dw1, dw2, nw) == 0 && n_diff_f(db1, db2, OC) == 0,
-               "linear_backward_b == linear_backward on the widened input, bitwise (dinp, dweight, dbias)");
+               "linear_backward_b == linear_backward (dinp zeroed) on the widened input, bitwise (dinp stored over NaN, "
+               "dweight, dbias)");
 
     /* LayerNorm: the f32 forward rounded; same mean / rstd */
     float lw[IC], lb[IC], mean1[M], rstd1[M], mean2[M], rstd2[M];
@@ -458,6 +460,7 @@ static void test_linear_bb_shape(int M, int IC, int OC, int all_masks, int check
         memcpy(dw1, dw0, nw * sizeof(float)); memcpy(dw2, dw0, nw * sizeof(float));
         memcpy(db1, db0, (size_t)OC * sizeof(float)); memcpy(db2, db0, (size_t)OC * sizeof(float));
         linear_backward_bb(dx2, dw2, db2, gb, xb, w, M, IC, OC);
+        memset(dx1, 0, nx * sizeof(float)); /* _bb stores dinp; the ref adds */
         linear_backward_ref(dx1, NULL, NULL, gw, xw, wr, M, IC, OC);
         linear_backward_ref(NULL, dw1, db1, gw, xw, w, M, IC, OC);
         test_close_f("linear_backward_bb dinp vs ref (bf16 W)", dx2, dx1, nx, TOL_BF16_ACC_ATOL, TOL_BF16_ACC_RTOL);
