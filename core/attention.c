@@ -656,7 +656,8 @@ static void attention_run(const char *fn, int backward, const AttIO *io, float *
             q = io->qkv + off;
             lds = C3;
         }
-        const float *k = q + lds / 3, *v = q + 2 * (lds / 3);
+        size_t qk = bf16 ? (size_t)hd : (size_t)C; /* q -> k -> v within a row */
+        const float *k = q + qk, *v = q + 2 * qk;
         if (!backward) {
             float *Pa = io->att ? io->att + (size_t)bh * T * T : NULL;
             if (!bf16) {

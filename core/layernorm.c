@@ -91,18 +91,27 @@ static void piece(int n, int parts, int k, int *lo, int *hi) {
     *hi = (int)((long long)n * (k + 1) / parts);
 }
 
+/* Runs CALL (an expression in rows [lo_, hi_)) over the M rows: in one piece
+ * below LN_PARALLEL_MIN elements, else one contiguous piece per OpenMP thread
+ * (row-wise results: any split gives the same bits). */
+#define LN_ROW_SPLIT(M, C, CALL)                                                       \
+    do {                                                                               \
+        if ((size_t)(M) * (size_t)(C) < LN_PARALLEL_MIN) {                             \
+            int lo_ = 0, hi_ = (M);                                                    \
+            CALL;                                                                      \
+        } else {                                                                       \
+            _Pragma("omp parallel")                                                    \
+            {                                                                          \
+                int lo_, hi_;                                                          \
+                piece((M), omp_get_num_threads(), omp_get_thread_num(), &lo_, &hi_);   \
+                CALL;                                                                  \
+            }                                                                          \
+        }                                                                              \
+    } while (0)
+
 static void ln_forward(float *out, uint16_t *out_b, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int M, int C) {
-    if ((size_t)M * (size_t)C < LN_PARALLEL_MIN) {
-        ln_forward_rows(out, out_b, mean, rstd, inp, weight, bias, 0, M, C);
-        return;
-    }
-#pragma omp parallel
-    {
-        int lo, hi;
-        piece(M, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-        ln_forward_rows(out, out_b, mean, rstd, inp, weight, bias, lo, hi, C);
-    }
+    LN_ROW_SPLIT(M, C, ln_forward_rows(out, out_b, mean, rstd, inp, weight, bias, lo_, hi_, C));
 }
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
@@ -128,19 +137,9 @@ static void ln_apply_rows(float *out, uint16_t *out_b, const float *inp, const f
                       inp + (size_t)r * C, mean[r], rstd[r], weight, bias, C);
 }
 
-/* row-parallel like ln_forward (elementwise: any split gives the same bits) */
 static void ln_apply(float *out, uint16_t *out_b, const float *inp, const float *mean,
                      const float *rstd, const float *weight, const float *bias, int M, int C) {
-    if ((size_t)M * (size_t)C < LN_PARALLEL_MIN) {
-        ln_apply_rows(out, out_b, inp, mean, rstd, weight, bias, 0, M, C);
-        return;
-    }
-#pragma omp parallel
-    {
-        int lo, hi;
-        piece(M, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-        ln_apply_rows(out, out_b, inp, mean, rstd, weight, bias, lo, hi, C);
-    }
+    LN_ROW_SPLIT(M, C, ln_apply_rows(out, out_b, inp, mean, rstd, weight, bias, lo_, hi_, C));
 }
 
 void layernorm_apply(float *out, const float *inp, const float *mean, const float *rstd,

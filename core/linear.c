@@ -97,26 +97,39 @@ static void bias_grad(float *dbias, const float *dout, const uint16_t *dout_b, i
     }
 }
 
+/* The backward of linear_backward / _b / _bb: dout f32 (dout) or bf16
+ * (dout_b), inp f32 or bf16 (inp_bf16), dinp added to (+=) or stored.
+ *   dinp (M, IC) (+)= dout (M, OC) @ W (OC, IC)
+ *   dweight (OC, IC) += dout^T (OC, M) @ inp (M, IC); dout^T (o, m) at m*OC + o
+ *   dbias (OC) += column sums of dout */
+static void backward(float *dinp, int dinp_store, float *dweight, float *dbias, const float *dout,
+                     const uint16_t *dout_b, const void *inp, int inp_bf16, const float *weight, int M,
+                     int IC, int OC) {
+    const void *g = dout_b ? (const void *)dout_b : (const void *)dout;
+    FlipMatmulSpec s;
+    if (dinp) {
+        spec2(&s, M, OC, IC, OC, 1, IC, 1);
+        s.accumulate = !dinp_store;
+        s.src_bf16 = dout_b != NULL;
+        flip_matmul_mixed(&s, dinp, g, weight, NULL);
+    }
+    if (dweight) {
+        spec2(&s, OC, M, IC, 1, OC, IC, 1);
+        s.accumulate = 1;
+        s.src_bf16 = dout_b != NULL;
+        s.wei_bf16 = inp_bf16;
+        if (dinp && !dout_b) flip_matmul_src_unchanged(); /* bf16: dout was just converted for dinp */
+        flip_matmul_mixed(&s, dweight, g, inp, NULL);
+    }
+    if (dbias) bias_grad(dbias, dout, dout_b, M, OC);
+}
+
 void linear_backward(float *dinp, float *dweight, float *dbias,
                      const float *dout, const float *inp, const float *weight,
                      int M, int IC, int OC) {
     check_dims("linear_backward", M, IC, OC);
     if (M == 0) return;
-    FlipMatmulSpec s;
-    if (dinp) {
-        /* dinp (M, IC) += dout (M, OC) @ W (OC, IC) */
-        spec2(&s, M, OC, IC, OC, 1, IC, 1);
-        s.accumulate = 1;
-        flip_matmul(&s, dinp, dout, weight, NULL);
-    }
-    if (dweight) {
-        /* dweight (OC, IC) += dout^T (OC, M) @ inp (M, IC); dout^T (o, m) at m*OC + o */
-        spec2(&s, OC, M, IC, 1, OC, IC, 1);
-        s.accumulate = 1;
-        if (dinp) flip_matmul_src_unchanged(); /* bf16: dout was just converted for dinp */
-        flip_matmul(&s, dweight, dout, inp, NULL);
-    }
-    if (dbias) bias_grad(dbias, dout, NULL, M, OC);
+    backward(dinp, 0, dweight, dbias, dout, NULL, inp, 0, weight, M, IC, OC);
 }
 
 /* ---- bf16 activations (precision bf16): inp holds bf16 values ---- */
@@ -143,46 +156,17 @@ void linear_backward_b(float *dinp, float *dweight, float *dbias, const float *d
     check_dims("linear_backward_b", M, IC, OC);
     require_bf16("linear_backward_b");
     if (M == 0) return;
-    FlipMatmulSpec s;
-    if (dinp) {
-        /* dinp (M, IC) = dout (M, OC) @ W (OC, IC): stored, no zeroing pass */
-        spec2(&s, M, OC, IC, OC, 1, IC, 1);
-        flip_matmul(&s, dinp, dout, weight, NULL);
-    }
-    if (dbias) bias_grad(dbias, dout, NULL, M, OC);
-    if (dweight) {
-        /* dweight (OC, IC) += dout^T (OC, M) @ inp (M, IC), inp already bf16 */
-        spec2(&s, OC, M, IC, 1, OC, IC, 1);
-        s.accumulate = 1;
-        s.wei_bf16 = 1;
-        if (dinp) flip_matmul_src_unchanged(); /* dout was just converted for dinp */
-        flip_matmul_mixed(&s, dweight, dout, inp, NULL);
-    }
+    backward(dinp, 1, dweight, dbias, dout, NULL, inp, 1, weight, M, IC, OC);
 }
 
-/* dout already bf16: no operand is converted for dweight (both bf16), only
- * the f32 weight for dinp (so flip_matmul_src_unchanged has nothing to reuse) */
+/* dout already bf16: nothing converted for dweight (both operands bf16), only
+ * the f32 weight for dinp */
 void linear_backward_bb(float *dinp, float *dweight, float *dbias, const uint16_t *dout,
                         const uint16_t *inp, const float *weight, int M, int IC, int OC) {
     check_dims("linear_backward_bb", M, IC, OC);
     require_bf16("linear_backward_bb");
     if (M == 0) return;
-    FlipMatmulSpec s;
-    if (dinp) {
-        /* dinp (M, IC) = dout (M, OC) @ W (OC, IC), dout bf16, W converted: stored */
-        spec2(&s, M, OC, IC, OC, 1, IC, 1);
-        s.src_bf16 = 1;
-        flip_matmul_mixed(&s, dinp, dout, weight, NULL);
-    }
-    if (dweight) {
-        /* dweight (OC, IC) += dout^T (OC, M) @ inp (M, IC), both bf16 */
-        spec2(&s, OC, M, IC, 1, OC, IC, 1);
-        s.accumulate = 1;
-        s.src_bf16 = 1;
-        s.wei_bf16 = 1;
-        flip_matmul_mixed(&s, dweight, dout, inp, NULL);
-    }
-    if (dbias) bias_grad(dbias, NULL, dout, M, OC);
+    backward(dinp, 1, dweight, dbias, NULL, dout, inp, 1, weight, M, IC, OC);
 }
 
 void linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
