@@ -28,8 +28,9 @@
 /* Row reductions with 32 independent partial sums: a single float add chain
  * is latency bound (and cannot be reordered without -ffast-math); 32 lanes
  * are 2 zmm (4 ymm) accumulators, so the vector adds overlap. Measured, 1
- * thread, M 3136 x C 384 (test_ops_elementwise's info line): layernorm_forward_b
- * 1.10 ms with 8 lanes, 0.52 with 32, 0.64 with 64. */
+ * thread, M 3136 x C 384: layernorm_forward_b 1.10 ms with 8 lanes, 0.52 with
+ * 32, 0.64 with 64 (`OMP_NUM_THREADS=1 build/bench_layernorm`, 0.56 today;
+ * layernorm_apply_b 0.21). */
 #define LN_LANES 32
 
 /* below this many elements (M C) an op stays on the calling thread */

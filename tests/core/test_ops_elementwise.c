@@ -11,7 +11,6 @@
 #include <omp.h>
 #include <setjmp.h>
 #include <string.h>
-#include <time.h>
 
 #include "common.h"
 #include "ops.h"
@@ -282,39 +281,6 @@ static void test_layernorm_apply_given_stats(void) {
     layernorm_apply_b(NULL, x, mean, rstd, w, b, 0, C);
     layernorm_apply_ref(y, x, mean, rstd, w, b, 0, C);
     TEST_CHECK(1, "layernorm_apply[_b|_ref] with M = 0 return without error");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* informational: 1 thread, vit-s16 token rows (M = 3136 = 16 x 196, C = 384) */
-static void time_layernorm_apply(void) {
-    enum { M = 3136, C = 384, REPS = 15 };
-    size_t n = (size_t)M * C;
-    float *x = fbuf(n), *w = fbuf(C), *b = fbuf(C), *mean = fbuf(M), *rstd = fbuf(M);
-    uint16_t *yb = flip_malloc(n * sizeof(uint16_t), "test buffer");
-    fill_normal(x, n, 2.0);
-    fill_normal(w, C, 1.0);
-    fill_normal(b, C, 0.5);
-    int nt0 = omp_get_max_threads();
-    omp_set_num_threads(1);
-    double best_f = 1e30, best_a = 1e30;
-    for (int k = 0; k < REPS; k++) {
-        double t0 = now_s();
-        layernorm_forward_b(yb, mean, rstd, x, w, b, M, C);
-        double t1 = now_s();
-        layernorm_apply_b(yb, x, mean, rstd, w, b, M, C);
-        double t2 = now_s();
-        best_f = fmin(best_f, t1 - t0);
-        best_a = fmin(best_a, t2 - t1);
-    }
-    omp_set_num_threads(nt0);
-    printf("  info  1 thread M=%d C=%d best of %d: layernorm_forward_b %.3f ms, layernorm_apply_b %.3f ms (%.2fx)\n",
-           M, C, REPS, 1e3 * best_f, 1e3 * best_a, best_f / best_a);
-    flip_free(x); flip_free(w); flip_free(b); flip_free(mean); flip_free(rstd); flip_free(yb);
 }
 
 /* ---- gelu ---- */
@@ -1021,8 +987,7 @@ int main(void) {
         }
         test_layernorm_apply(3, 768);
         test_layernorm_apply_given_stats();
-        time_layernorm_apply();
-        float t1[4] = {0}, t2[4] = {0};
+            float t1[4] = {0}, t2[4] = {0};
         uint16_t tb[4];
         EXPECT_FATAL("layernorm_apply C=0", layernorm_apply(t1, t2, t2, t2, t2, t2, 1, 0));
         EXPECT_FATAL("layernorm_apply M=-1", layernorm_apply(t1, t2, t2, t2, t2, t2, -1, 4));
