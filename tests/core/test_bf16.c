@@ -276,12 +276,6 @@ static void fill_b(uint16_t *x, size_t n, Rng *r, float scale) {
     for (size_t i = 0; i < n; i++) x[i] = bf16_by_definition(scale * (float)(2.0 * rng_uniform(r) - 1.0));
 }
 
-static double seconds_since(const struct timespec *t0) {
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
-}
-
 /* gelu_backward_store_bb == bf16(gelu_backward_store_b) bitwise, the rounding
  * taken by the test's own definition (not the library's flip_bf16_round):
  * sizes around GELU_PAR_MIN (32768, the serial / threaded switch) and the
@@ -376,9 +370,8 @@ static void test_gelu_bb(void) {
  * accumulating onto random prefilled gradients, every NULL combination
  * (masks: bit 0 dinp, bit 1 dweight, bit 2 dbias), at 1 and 2 threads.
  * dout holds no bf16 denormals (linear_backward_b's hardware conversion would
- * flush them; bb feeds them to oneDNN as they are). t_b, t_bb (may be NULL):
- * the warm seconds of one call of each with all outputs at 1 thread, for the log. */
-static void test_linear_bb_shape(int M, int IC, int OC, int all_masks, int check_ref, double *t_b, double *t_bb) {
+ * flush them; bb feeds them to oneDNN as they are). */
+static void test_linear_bb_shape(int M, int IC, int OC, int all_masks, int check_ref) {
     Rng r;
     rng_init(&r, 31, FLIP_RNG_TEST, (uint64_t)M, (uint64_t)OC);
     size_t nx = (size_t)M * IC, ny = (size_t)M * OC, nw = (size_t)OC * IC;
@@ -436,21 +429,6 @@ static void test_linear_bb_shape(int M, int IC, int OC, int all_masks, int check
                "linear_backward_bb == linear_backward_b on the widened dout, bitwise, M %d IC %d OC %d: %d (mask, threads) runs",
                M, IC, OC, n_masks);
     omp_set_num_threads(1);
-    if (t_b) {
-        /* warm (primitives cached) timings for the log, best of 2 */
-        *t_b = *t_bb = 1e30;
-        for (int rep = 0; rep < 2; rep++) {
-            struct timespec t0;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            linear_backward_b(dx1, dw1, db1, gw, xb, w, M, IC, OC);
-            double t = seconds_since(&t0);
-            if (t < *t_b) *t_b = t;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            linear_backward_bb(dx2, dw2, db2, gb, xb, w, M, IC, OC);
-            t = seconds_since(&t0);
-            if (t < *t_bb) *t_bb = t;
-        }
-    }
     if (check_ref) {
         /* and against the double reference on the operands it multiplies:
          * dout and inp exactly (widened), W rounded to bf16 for dinp */
@@ -480,12 +458,9 @@ static void test_linear_bb_shape(int M, int IC, int OC, int all_masks, int check
 }
 
 static void test_linear_bb(void) {
-    double tb, tbb;
-    test_linear_bb_shape(37, 24, 40, 1, 1, NULL, NULL);
-    test_linear_bb_shape(1, 16, 33, 1, 0, NULL, NULL);
-    test_linear_bb_shape(3136, 384, 1152, 0, 0, &tb, &tbb); /* vit-s16 qkv of 16 images, mask 0.75 */
-    printf("# M 3136 IC 384 OC 1152, 1 thread: linear_backward_b (f32 dout) %.1f ms, linear_backward_bb %.1f ms\n",
-           1e3 * tb, 1e3 * tbb);
+    test_linear_bb_shape(37, 24, 40, 1, 1);
+    test_linear_bb_shape(1, 16, 33, 1, 0);
+    test_linear_bb_shape(3136, 384, 1152, 0, 0); /* vit-s16 qkv of 16 images, mask 0.75 */
 }
 
 /* errors: the bb ops fail like their _b siblings, in a child process */
