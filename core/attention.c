@@ -7,7 +7,8 @@
  *   dV = P^T dout,  dP = dout V^T,  dS = P * (dP - rowsum(dP * P)),
  *   dQ = s dS K,    dK = s dS^T Q
  * Masked keys have P = 0, hence dS = 0 in their column: dK and dV of padded
- * positions receive exactly zero.
+ * positions are exactly zero. Backward STORES dqkv (=, every element written,
+ * padded keys' dK / dV rows set to 0): the caller needs no zeroing pass.
  *
  * P is not kept between forward and backward: backward recomputes it, bit for
  * bit, with the forward's code (S rows, masked softmax) while the block's q, k
@@ -21,8 +22,8 @@
  * Both fast paths: one OpenMP loop over the B*H (sample, head) blocks in
  * dynamic chunks of consecutive blocks; a block is computed by one thread in
  * a fixed order, so results do not depend on the thread count. Only the
- * L = lens[b] valid keys enter the products, so padding costs nothing and
- * padded keys' dK, dV are never touched. Each block prefetches the next
+ * L = lens[b] valid keys enter the products, so padding costs nothing;
+ * padded keys' dK, dV rows are only zero-filled. Each block prefetches the next
  * block of its chunk into L2 (the heads' 64-float pieces of 3C-float rows
  * defeat the hardware prefetchers; 1.2-1.6x at T = 16 when qkv is not in L2).
  *
@@ -36,14 +37,14 @@
  *   softmax in zmm (exp_neg's reduction and polynomial with FMA, 2^n by
  *   scalef) in place; out rows = P v while P is in L1.
  *   Backward per row tile: S and P rows again (the same calls), dP rows =
- *   dout v^T, s dS rows, dQ rows += (s dS) k; then dV += P^T dout and
- *   dK += (s dS)^T q by the same tile kernel reading P / dS by columns.
+ *   dout v^T, s dS rows, dQ rows = (s dS) k; then dV = P^T dout and
+ *   dK = (s dS)^T q by the same tile kernel reading P / dS by columns.
  *   Accumulation is fp32 FMA in a fixed order (differences to the sgemm path
  *   are fp32 rounding).
- * oneDNN sgemm fallback (no AVX-512F, hd % 16 != 0 (8, 80: vit-h14), T > 256): the
+ * oneDNN sgemm fallback (no AVX-512F, hd % 16 != 0 (e.g. 8), T > 256): the
  * products as single-threaded dnnl_sgemm calls on the head's columns read in
  * place (row stride 3C, transposes by flags), masked softmax / dS rows between
- * them while the (T, T) block is in cache, dqkv with beta = 1 (+=); backward
+ * them while the (T, T) block is in cache, dqkv with beta = 0 (=); backward
  * recomputes P with the forward's two calls.
  * Measured, kernel vs the sgemm path (bench_ops 1 thread, CPU clock, runs
  * back to back on the shared 2-core Zen 4; B 64 ViT-S, B 256 tiny, data
@@ -163,6 +164,11 @@ static void sgemm(char ta, char tb, int m, int n, int k, float alpha, const floa
                   const float *Bm, size_t ldb, float beta, float *Cm, size_t ldc) {
     DNNL_CHECK(dnnl_sgemm(ta, tb, m, n, k, alpha, A, (dnnl_dim_t)lda, Bm, (dnnl_dim_t)ldb, beta,
                           Cm, (dnnl_dim_t)ldc));
+}
+
+/* rows r0..r1 (n floats each, row stride ld) of x = 0 */
+static void zero_rows(float *x, size_t ld, int r0, int r1, int n) {
+    for (int r = r0; r < r1; r++) memset(x + (size_t)r * ld, 0, (size_t)n * sizeof(float));
 }
 
 #define ATT_MR 4            /* rows of a register tile */
@@ -442,9 +448,9 @@ ATT_AVX512 static void fwd_block(float *o, size_t C, float *att, const float *q,
     }
 }
 
-/* backward of one (b, h): dq, dk, dv (T, hd) row stride ldd (+=), g = dout (T, hd)
- * row stride C, q, k, v row stride C3; P recomputed into w->P, s dS into w->dS
- * (row stride Lp) */
+/* backward of one (b, h): dq, dk, dv (T, hd) row stride ldd (stored: every row
+ * written, dk / dv rows L..T exactly 0), g = dout (T, hd) row stride C, q, k, v
+ * row stride C3; P recomputed into w->P, s dS into w->dS (row stride Lp) */
 ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, size_t ldd, const float *g, size_t C,
                                  const float *q, const float *k, const float *v, size_t C3, int T,
                                  int L, int hd, float scale, const AttBufs *w) {
@@ -478,12 +484,14 @@ ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, size_t ldd, co
                 _mm512_store_ps(ds + 16 * c, d);
             }
         }
-        /* dQ rows i0.. += (s dS)[:, :L] k[:L] */
-        tiles(dq + (size_t)i0 * ldd, ldd, dS + (size_t)i0 * Lp, (size_t)Lp, 1, k, C3, L, R, hd / 16, 1);
+        /* dQ rows i0.. = (s dS)[:, :L] k[:L] */
+        tiles(dq + (size_t)i0 * ldd, ldd, dS + (size_t)i0 * Lp, (size_t)Lp, 1, k, C3, L, R, hd / 16, 0);
     }
-    /* dV[:L] += P[:, :L]^T dout ; dK[:L] += (s dS)[:, :L]^T q */
-    tiles(dv, ldd, P, 1, (size_t)Lp, g, C, T, L, hd / 16, 1);
-    tiles(dk, ldd, dS, 1, (size_t)Lp, q, C3, T, L, hd / 16, 1);
+    /* dV[:L] = P[:, :L]^T dout ; dK[:L] = (s dS)[:, :L]^T q ; padded keys 0 */
+    tiles(dv, ldd, P, 1, (size_t)Lp, g, C, T, L, hd / 16, 0);
+    tiles(dk, ldd, dS, 1, (size_t)Lp, q, C3, T, L, hd / 16, 0);
+    zero_rows(dk, ldd, L, T, hd);
+    zero_rows(dv, ldd, L, T, hd);
 }
 
 /* n (multiple of 16) floats -> bf16, round to nearest even, NaN stays NaN:
@@ -551,8 +559,9 @@ static void head_forward(int fast, float *o, size_t ldo, float *Pa, const float 
     if (Pa) memcpy(Pa, P, (size_t)T * T * sizeof(float));
 }
 
-/* One (b, h) block backward: dq, dk, dv (T, hd) row stride ldd (+=), g (T, hd)
- * row stride ldg, q, k, v row stride lds; P recomputed as head_forward made it. */
+/* One (b, h) block backward: dq, dk, dv (T, hd) row stride ldd (stored, =; dk, dv
+ * rows L..T exactly 0), g (T, hd) row stride ldg, q, k, v row stride lds; P
+ * recomputed as head_forward made it. */
 static void head_backward(int fast, float *dq, float *dk, float *dv, size_t ldd, const float *g, size_t ldg,
                           const float *q, const float *k, const float *v, size_t lds, int T, int L, int hd,
                           float scale, const AttBufs *w) {
@@ -567,14 +576,16 @@ static void head_backward(int fast, float *dq, float *dk, float *dv, size_t ldd,
     float *P = w->P, *dS = w->dS; /* (T, T) each */
     sgemm('N', 'T', T, L, hd, scale, q, lds, k, lds, 0.0f, P, T);
     softmax_block_masked(P, L, T);
-    /* dV[:L] += P[:, :L]^T dout */
-    sgemm('T', 'N', L, hd, T, 1.0f, P, T, g, ldg, 1.0f, dv, ldd);
+    /* dV[:L] = P[:, :L]^T dout */
+    sgemm('T', 'N', L, hd, T, 1.0f, P, T, g, ldg, 0.0f, dv, ldd);
     /* dP[:, :L] = dout v[:L]^T, then dS in place */
     sgemm('N', 'T', T, L, hd, 1.0f, g, ldg, v, lds, 0.0f, dS, T);
     dsoftmax_block(dS, P, L, T);
-    /* dQ += s dS[:, :L] k[:L] ; dK[:L] += s dS[:, :L]^T q */
-    sgemm('N', 'N', T, hd, L, scale, dS, T, k, lds, 1.0f, dq, ldd);
-    sgemm('T', 'N', L, hd, T, scale, dS, T, q, lds, 1.0f, dk, ldd);
+    /* dQ = s dS[:, :L] k[:L] ; dK[:L] = s dS[:, :L]^T q ; padded keys 0 */
+    sgemm('N', 'N', T, hd, L, scale, dS, T, k, lds, 0.0f, dq, ldd);
+    sgemm('T', 'N', L, hd, T, scale, dS, T, q, lds, 0.0f, dk, ldd);
+    zero_rows(dk, ldd, L, T, hd);
+    zero_rows(dv, ldd, L, T, hd);
 }
 
 /* bf16 rows <-> f32 rows of n floats (n % 16 == 0 takes the AVX-512 loops) */
@@ -676,7 +687,6 @@ static void attention_run(const char *fn, int backward, const AttIO *io, float *
                           scale, &w);
             continue;
         }
-        memset(w.gf, 0, (size_t)T * hd3 * sizeof(float));
         head_backward(fast, w.gf, w.gf + hd, w.gf + 2 * (size_t)hd, hd3, g, (size_t)C, q, k, v, lds, T, L,
                       hd, scale, &w);
         for (int t = 0; t < T; t++)
@@ -806,9 +816,9 @@ void attention_backward_ref(float *dqkv, float *scratch, size_t n_scratch, const
                         dk += (double)dS[(size_t)u * T + t] * (double)xb[u * C3 + ho + d];
                         dv += (double)P[(size_t)u * T + t] * (double)gb[(size_t)u * C + ho + d];
                     }
-                    dxb[t * C3 + ho + d] += (float)(scale * dq);
-                    dxb[t * C3 + C + ho + d] += (float)(scale * dk);
-                    dxb[t * C3 + 2 * (size_t)C + ho + d] += (float)dv;
+                    dxb[t * C3 + ho + d] = (float)(scale * dq);
+                    dxb[t * C3 + C + ho + d] = (float)(scale * dk);
+                    dxb[t * C3 + 2 * (size_t)C + ho + d] = (float)dv;
                 }
             }
         }

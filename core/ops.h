@@ -6,8 +6,11 @@
  *
  * Conventions (common.h): outputs first, then inputs, params, dims.
  * Backward: its outputs (dinp, param grads), then dout, then what forward
- * saved, then params, dims. Backward ADDS into every gradient output (+=).
- * A NULL gradient output means "not needed" (skipped).
+ * saved, then params, dims. Backward ADDS into every gradient output (+=),
+ * except where an op says it STORES (=) its input gradient: the linear ops
+ * (every linear_*backward*: dinp is written once per block, so the model
+ * neither zeroes it nor has the matmul read it back). Parameter gradients
+ * always add. A NULL gradient output means "not needed" (skipped).
  * Weights use PyTorch's nn.Linear layout: weight (OC, IC), out = inp W^T + b.
  * Fast paths run on oneDNN (matmuls) and OpenMP (elementwise) — one pool.
  */
@@ -19,7 +22,9 @@
 
 /* ---- linear.c: out (M, OC) = inp (M, IC) @ weight (OC, IC)^T + bias (OC) */
 /* bias may be NULL. The oneDNN primitive for each (M, IC, OC, variant) is
- * created once and cached. */
+ * created once and cached. Backward: dinp (M, IC) = dout W is STORED (=, never
+ * read); dweight (OC, IC) += dout^T inp and dbias (OC) += column sums of dout
+ * add. inp is read only for dweight (may be NULL when dweight is). */
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int M, int IC, int OC);
 void linear_backward(float *dinp, float *dweight, float *dbias,
@@ -33,11 +38,9 @@ void linear_backward_ref(float *dinp, float *dweight, float *dbias,
 /* bf16 activations (precision bf16 only; dnnl_util.h): inp (M, IC) holds
  * bf16 values (e.g. a LayerNorm or GELU output written as bf16), so it is not
  * converted again. Forward writes out (f32) or out_b (bf16, rounded to
- * nearest even): exactly one is non-NULL. Backward as linear_backward with
- * the bf16 inp feeding dweight, except that dinp is STORED (=), not added to:
- * the bf16 block writes each input gradient once. Results equal
- * linear_forward/backward in bf16 precision on the f32 values inp holds (with
- * dinp zeroed first). */
+ * nearest even): exactly one is non-NULL. Backward as linear_backward (dinp
+ * stored) with the bf16 inp feeding dweight. Results equal
+ * linear_forward/backward in bf16 precision on the f32 values inp holds. */
 void linear_forward_b(float *out, uint16_t *out_b, const uint16_t *inp, const float *weight,
                       const float *bias, int M, int IC, int OC);
 void linear_backward_b(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -49,7 +52,9 @@ void linear_backward_bb(float *dinp, float *dweight, float *dbias, const uint16_
                         const uint16_t *inp, const float *weight, int M, int IC, int OC);
 /* Fused linear + exact GELU (MLP fc1): pre (M, OC) = inp W^T + b (saved for
  * backward), out (M, OC) = GELU(pre). Backward: dpre = GELU'(pre) * dout, then
- * linear backward. scratch: M*OC floats for dpre. */
+ * linear backward (dinp stored). scratch: M*OC floats for dpre. The model's
+ * block backward uses the pieces instead (linear_backward, then
+ * gelu_forward_backward, which also recomputes out). */
 void linear_gelu_forward(float *out, float *pre, const float *inp, const float *weight,
                          const float *bias, int M, int IC, int OC);
 void linear_gelu_backward(float *dinp, float *dweight, float *dbias, float *scratch,
@@ -100,6 +105,13 @@ void gelu_backward_ref(float *dinp, const float *dout, const float *inp, size_t 
 /* dinp = GELU'(inp) * dout, overwriting dinp (never read): the dpre of
  * linear_gelu_backward in one pass (no zeroing, no read of dinp) */
 void gelu_backward_store(float *dinp, const float *dout, const float *inp, size_t n);
+/* out = GELU(inp) (bitwise gelu_forward's) and dinp = GELU'(inp) * dout
+ * (gelu_backward_store's formula; one FMA may contract differently, <= 1 ulp)
+ * in one pass, the shared terms evaluated once: the block backward's
+ * recompute of fc1's activation fused with its backward. dinp may be dout
+ * itself (in place); it is stored, never read. */
+void gelu_forward_backward(float *out, float *dinp, const float *dout, const float *inp, size_t n);
+void gelu_forward_backward_ref(float *out, float *dinp, const float *dout, const float *inp, size_t n);
 /* bf16 activations: out (bf16) = GELU(inp (bf16)) rounded to nearest even;
  * dinp = GELU'(inp (bf16)) * dout (overwrites). The same element functions as
  * gelu_forward / gelu_backward_store on the widened values. */
@@ -128,7 +140,10 @@ void gelu_backward_store_ref(float *dinp, const float *dout, const float *inp, s
  * scratch: attention_scratch_floats(T, C, H, threads) floats, n_scratch its
  * size; the fast ops need threads = omp_get_max_threads() at the call (they
  * fail with a clear error otherwise), the _ref twins threads = 1. Contents are
- * not kept between calls. */
+ * not kept between calls.
+ * Backward (attention_backward, _ref, _b) STORES dqkv (=, not +=): every
+ * element is written, the k and v parts of padded keys (t >= lens[b]) are
+ * exactly 0; no zeroing of dqkv is needed before the call. */
 size_t attention_scratch_floats(int T, int C, int H, int threads);
 void attention_forward(float *out, float *att, float *scratch, size_t n_scratch, const float *qkv,
                        const int *lens, int B, int T, int C, int H);
@@ -136,8 +151,8 @@ void attention_backward(float *dqkv, float *scratch, size_t n_scratch, const flo
                         const float *qkv, const int *lens, int B, int T, int C, int H);
 /* bf16 activations (--precision bf16): qkv_b (B, T, 3C) as bf16, what the qkv
  * linear writes; out_b = bf16 (nearest even) of attention_forward's out on the
- * widened qkv_b, bitwise. Backward STORES (not +=) dqkv_b = bf16 of what
- * attention_backward adds to a zeroed dqkv on the widened qkv_b; dout f32.
+ * widened qkv_b, bitwise. Backward stores dqkv_b = bf16 of what
+ * attention_backward stores on the widened qkv_b; dout f32.
  * Scratch as above. */
 void attention_forward_b(uint16_t *out_b, float *att, float *scratch, size_t n_scratch, const uint16_t *qkv_b,
                          const int *lens, int B, int T, int C, int H);

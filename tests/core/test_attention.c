@@ -1,12 +1,13 @@
 /* test_attention.c — multi-head attention core: fast path vs the double
  * reference. Shapes cover both fast paths: the AVX-512 kernel (hd % 16 == 0,
  * T <= 256: T in {1, 2, 15, 16, 17, 31, 32, 33, 49, 50, 64, 65, 197}, hd 16,
- * 32 and 64, chunk-boundary lengths L = 1, 15, 16, 17, 32, 33, L = T) and the
- * oneDNN sgemm fallback (hd 8, hd 80, T = 260). Checks: masked keys get
+ * 32, 64 and 80 (vit-h14), chunk-boundary lengths L = 1, 15, 16, 17, 32, 33,
+ * L = T) and the oneDNN sgemm fallback (hd 8, T = 260). Checks: masked keys get
  * exactly zero probability and exactly zero dK / dV, padded key values do not
  * influence the output, rows of P sum to 1, the optional P output changes
- * nothing, backward (which recomputes P) accumulates (+=) into a prefilled
- * dqkv, results are bitwise the same with 1 and 2 OpenMP threads, central
+ * nothing, backward (which recomputes P) stores (=) every element of a
+ * NaN-prefilled dqkv (fast and ref; the same values as into a zeroed dqkv,
+ * padded keys' dK / dV exactly 0), results are bitwise the same with 1 and 2 OpenMP threads, central
  * finite differences in double on the reference path, trust checks, a scratch
  * too small for the thread count is a fatal error. The bf16 entry points
  * (attention_forward_b / _backward_b) against the f32 ones on the widened
@@ -50,12 +51,12 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
     size_t nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, natt = (size_t)B * H * T * T;
     float *qkv = falloc(nqkv), *dout = falloc(nout), *pre = falloc(nqkv);
     float *out = falloc(nout), *outr = falloc(nout), *att = falloc(natt), *attr = falloc(natt);
-    float *dq = falloc(nqkv), *dq0 = flip_calloc(nqkv, sizeof(float), "dq0");
+    float *dq = falloc(nqkv), *dq0 = falloc(nqkv);
     size_t nscr, nscr2 = attention_scratch_floats(T, C, H, 1);
     float *scr = scratch_for(T, C, H, &nscr), *scr2 = falloc(nscr2);
     fill(qkv, nqkv, seed + 1, 1.0);
     fill(dout, nout, seed + 2, 1.0);
-    fill(pre, nqkv, seed + 3, 1.0);
+    nan_fill(pre, nqkv);
     /* outputs and scratch start as NaN: the fast path must never read them */
     nan_fill(out, nout);
     nan_fill(att, natt);
@@ -117,15 +118,26 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
         flip_free(qkv2); flip_free(out2); flip_free(att2);
     }
 
-    /* backward: fast into prefilled, ref from zero */
+    /* backward stores: fast and ref into NaN-prefilled dqkv (test_close and
+     * the trust check below fail on any NaN left, i.e. an element not written) */
     memcpy(dq, pre, nqkv * sizeof(float));
+    memcpy(dq0, pre, nqkv * sizeof(float));
     nan_fill(scr, nscr);
     attention_backward(dq, scr, nscr, dout, qkv, lens, B, T, C, H);
     attention_backward_ref(dq0, scr2, nscr2, dout, qkv, lens, B, T, C, H);
     double *e = flip_malloc(nqkv * sizeof(double), "expected");
-    for (size_t i = 0; i < nqkv; i++) e[i] = (double)pre[i] + (double)dq0[i];
-    snprintf(what, sizeof what, "attention bwd dqkv (+= prefilled) %s", tag);
+    for (size_t i = 0; i < nqkv; i++) e[i] = (double)dq0[i];
+    snprintf(what, sizeof what, "attention bwd dqkv (stored into NaN) %s", tag);
     test_close(what, dq, e, nqkv, TOL_OP_ATOL, TOL_OP_RTOL);
+    /* the same values as the former contract (+= into a zeroed dqkv) */
+    {
+        float *z = flip_calloc(nqkv, sizeof(float), "dq zeroed");
+        attention_backward(z, scr, nscr, dout, qkv, lens, B, T, C, H);
+        size_t n_diff = 0;
+        for (size_t i = 0; i < nqkv; i++) n_diff += !(z[i] == dq[i]);
+        TEST_CHECK(n_diff == 0, "attention bwd into NaN == into zeros %s: %zu differ", tag, n_diff);
+        flip_free(z);
+    }
     /* structural zeros of dqkv: k and v rows of padded keys; and with a single
      * valid key (L == 1) P is constant, so that sample's dQ and dK vanish */
     size_t n_struct = 0;
@@ -143,7 +155,7 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
             for (size_t c = C; c < C3; c++) {
                 size_t i = ((size_t)b * T + t) * C3 + c;
                 n_chk++;
-                if (dq[i] != pre[i] || dq0[i] != 0.0f) n_bad++;
+                if (dq[i] != 0.0f || dq0[i] != 0.0f) n_bad++;
             }
     if (lens)
         TEST_CHECK(n_bad == 0, "attention padded keys get exactly zero dK, dV %s: %zu of %zu changed",
@@ -216,8 +228,9 @@ static void check_fd(int B, int T, int C, int H, const int *lens) {
 static void check_bf16(int B, int T, int C, int H, const int *lens, uint64_t seed) {
     size_t C3 = 3 * (size_t)C, nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, nscr;
     float *qkv = falloc(nqkv), *dout = falloc(nout), *out = falloc(nout);
-    float *dq = flip_calloc(nqkv, sizeof(float), "dq");
+    float *dq = falloc(nqkv);
     float *scr = scratch_for(T, C, H, &nscr);
+    nan_fill(dq, nqkv);
     uint16_t *qkv_b = flip_malloc(nqkv * 2, "qkv_b"), *out_b = flip_malloc(nout * 2, "out_b");
     uint16_t *dq_b = flip_malloc(nqkv * 2, "dq_b");
     fill(qkv, nqkv, seed + 1, 1.0);
@@ -321,7 +334,7 @@ int main(void) {
     static const int lens_197[2] = {197, 100};
     static const int lens_1[3] = {1, 1, 1};
     static const int lens_80[2] = {17, 5};
-    /* oneDNN sgemm fallback: hd not a multiple of 16, or T > 256 */
+    /* oneDNN sgemm fallback: hd not a multiple of 16, or T > 256 (hd 80: the kernel) */
     check_shape(2, 5, 8, 1, lens_a, 10);        /* T = 5 padded, H = 1, hd 8 */
     check_shape(2, 17, 160, 2, lens_80, 11);    /* hd 80 (vit-h14), L = 17 = T and 5 */
     check_shape(2, 33, 24, 3, lens_33, 12);     /* hd 8, T = 33 */
@@ -344,7 +357,7 @@ int main(void) {
     check_shape(2, 65, 128, 2, lens_65, 63);    /* T = 65, hd 64 */
     check_shape(2, 197, 128, 2, lens_197, 64);  /* T = 197 (5 past 192: padded chunk), L 100 (4: tail) */
     check_bf16(2, 5, 8, 1, lens_a, 70);         /* fallback, hd 8 */
-    check_bf16(2, 17, 160, 2, lens_80, 71);     /* fallback, hd 80 */
+    check_bf16(2, 17, 160, 2, lens_80, 71);     /* hd 80 */
     check_bf16(1, 260, 32, 2, NULL, 72);        /* fallback, T > 256 (hd 16: vector widening) */
     check_bf16(3, 17, 192, 3, lens_17, 73);     /* kernel, tail column */
     check_bf16(2, 49, 384, 6, NULL, 74);        /* ViT-S at mask 0.75 */
