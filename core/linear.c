@@ -4,7 +4,10 @@
  * Fast path: one oneDNN matmul per product (cached per shape, dnnl_util.h):
  *   forward   out    = inp W^T + b     W read through transposed strides (no copy),
  *                                     bias fused as the matmul bias
- *   backward  dinp  += dout W          sum post-op (accumulate)
+ *   backward  dinp   = dout W          stored: the model writes each input gradient
+ *                                     once, so no zeroing pass and no read of dinp
+ *                                     (a sum post-op costs 5-10 % of the product on
+ *                                     tiny's shapes, besides the memset)
  *             dweight += dout^T inp    dout read through transposed strides, sum post-op
  *             dbias += column sums of dout (OpenMP, one column block per thread)
  * linear_gelu: a GELU post-op would lose the pre-activation backward needs, so
@@ -17,13 +20,12 @@
  * uses (linear_gelu_forward calls it), so the model can drop `out` after
  * forward and recompute it bit for bit in backward (activation memory):
  * gelu_forward is elementwise, so thread count and split never change a bit.
+ * (The model's block backward recomputes it with gelu_forward_backward, which
+ * is bitwise gelu_forward's output.)
  * bf16 activations (precision bf16): _b takes a bf16 inp, _bb also a bf16
  * dout (dweight then multiplies two bf16 operands with no conversion at all;
- * dbias sums the widened dout in bias_grad's order). Their backward STORES
- * dinp (no sum post-op: the model's bf16 block writes each input gradient
- * once, so the zeroing pass and the read of dst go; 2-3 % of a vit-s16 bf16
- * step). Results equal the f32 ops in bf16 precision on the widened values
- * (with dinp zeroed first), bitwise.
+ * dbias sums the widened dout in bias_grad's order). Results equal the f32
+ * ops in bf16 precision on the widened values, bitwise.
  * Reference twins: plain loops with double accumulation. The bf16 variants
  * have none: tests/core/test_bf16.c checks them bitwise against the f32 ops
  * on the widened values (which are checked against the _ref twins).
@@ -98,18 +100,17 @@ static void bias_grad(float *dbias, const float *dout, const uint16_t *dout_b, i
 }
 
 /* The backward of linear_backward / _b / _bb: dout f32 (dout) or bf16
- * (dout_b), inp f32 or bf16 (inp_bf16), dinp added to (+=) or stored.
- *   dinp (M, IC) (+)= dout (M, OC) @ W (OC, IC)
+ * (dout_b), inp f32 or bf16 (inp_bf16).
+ *   dinp (M, IC) = dout (M, OC) @ W (OC, IC)   (stored)
  *   dweight (OC, IC) += dout^T (OC, M) @ inp (M, IC); dout^T (o, m) at m*OC + o
  *   dbias (OC) += column sums of dout */
-static void backward(float *dinp, int dinp_store, float *dweight, float *dbias, const float *dout,
+static void backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const uint16_t *dout_b, const void *inp, int inp_bf16, const float *weight, int M,
                      int IC, int OC) {
     const void *g = dout_b ? (const void *)dout_b : (const void *)dout;
     FlipMatmulSpec s;
     if (dinp) {
         spec2(&s, M, OC, IC, OC, 1, IC, 1);
-        s.accumulate = !dinp_store;
         s.src_bf16 = dout_b != NULL;
         flip_matmul_mixed(&s, dinp, g, weight, NULL);
     }
@@ -129,7 +130,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias,
                      int M, int IC, int OC) {
     check_dims("linear_backward", M, IC, OC);
     if (M == 0) return;
-    backward(dinp, 0, dweight, dbias, dout, NULL, inp, 0, weight, M, IC, OC);
+    backward(dinp, dweight, dbias, dout, NULL, inp, 0, weight, M, IC, OC);
 }
 
 /* ---- bf16 activations (precision bf16): inp holds bf16 values ---- */
@@ -156,7 +157,7 @@ void linear_backward_b(float *dinp, float *dweight, float *dbias, const float *d
     check_dims("linear_backward_b", M, IC, OC);
     require_bf16("linear_backward_b");
     if (M == 0) return;
-    backward(dinp, 1, dweight, dbias, dout, NULL, inp, 1, weight, M, IC, OC);
+    backward(dinp, dweight, dbias, dout, NULL, inp, 1, weight, M, IC, OC);
 }
 
 /* dout already bf16: nothing converted for dweight (both operands bf16), only
@@ -166,7 +167,7 @@ void linear_backward_bb(float *dinp, float *dweight, float *dbias, const uint16_
     check_dims("linear_backward_bb", M, IC, OC);
     require_bf16("linear_backward_bb");
     if (M == 0) return;
-    backward(dinp, 1, dweight, dbias, NULL, dout, inp, 1, weight, M, IC, OC);
+    backward(dinp, dweight, dbias, NULL, dout, inp, 1, weight, M, IC, OC);
 }
 
 void linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
@@ -193,7 +194,7 @@ void linear_backward_ref(float *dinp, float *dweight, float *dbias,
             for (int i = 0; i < IC; i++) {
                 double acc = 0.0;
                 for (int o = 0; o < OC; o++) acc += (double)g[o] * (double)weight[(size_t)o * IC + i];
-                dinp[(size_t)m * IC + i] += (float)acc;
+                dinp[(size_t)m * IC + i] = (float)acc;
             }
         }
     }

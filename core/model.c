@@ -65,9 +65,7 @@ typedef struct {
                        int, int, int);
     void (*linear_gelu_fwd)(float *, float *, const float *, const float *, const float *, int,
                             int, int);
-    void (*linear_gelu_bwd)(float *, float *, float *, float *, const float *, const float *,
-                            const float *, const float *, int, int, int);
-    void (*gelu_act)(float *, const float *, size_t);
+    void (*gelu_fwd_bwd)(float *, float *, const float *, const float *, size_t);
     void (*ln_fwd)(float *, float *, float *, const float *, const float *, const float *, int,
                    int);
     void (*ln_bwd)(float *, float *, float *, const float *, const float *, const float *,
@@ -95,8 +93,7 @@ typedef struct {
 
 static const Ops OPS_FAST = {
     .linear_fwd = linear_forward,           .linear_bwd = linear_backward,
-    .linear_gelu_fwd = linear_gelu_forward, .linear_gelu_bwd = linear_gelu_backward,
-    .gelu_act = linear_gelu_activation,
+    .linear_gelu_fwd = linear_gelu_forward, .gelu_fwd_bwd = gelu_forward_backward,
     .ln_fwd = layernorm_forward,            .ln_bwd = layernorm_backward,
     .ln_apply = layernorm_apply,
     .attn_fwd = attention_forward,          .attn_bwd = attention_backward,
@@ -108,8 +105,7 @@ static const Ops OPS_FAST = {
 };
 static const Ops OPS_REF = {
     .linear_fwd = linear_forward_ref,           .linear_bwd = linear_backward_ref,
-    .linear_gelu_fwd = linear_gelu_forward_ref, .linear_gelu_bwd = linear_gelu_backward_ref,
-    .gelu_act = linear_gelu_activation_ref,
+    .linear_gelu_fwd = linear_gelu_forward_ref, .gelu_fwd_bwd = gelu_forward_backward_ref,
     .ln_fwd = layernorm_forward_ref,            .ln_bwd = layernorm_backward_ref,
     .ln_apply = layernorm_apply_ref,
     .attn_fwd = attention_forward_ref,          .attn_bwd = attention_backward_ref,
@@ -343,8 +339,7 @@ struct FlipActs {
     /* forward temporary and backward scratch, sized for the larger tower */
     float *tmp;       /* (M, C) proj / fc2 output before its residual add */
     float *ln;        /* (M, C) a block's LN1 / LN2 output (forward; recomputed in backward) */
-    float *h;         /* (M, hidden) a block's GELU output; the same memory as dpre: backward
-                         reads h (fc2's dweight) before linear_gelu backward writes dpre */
+    float *h;         /* (M, hidden) a block's GELU output (forward; recomputed in backward) */
     uint16_t *ln_b;   /* bf16 activations: ln and h as bf16 */
     uint16_t *h_b;
     float *dres;      /* (M, C) residual-stream gradient */
@@ -352,9 +347,8 @@ struct FlipActs {
     float *datty;     /* (M, C) */
     float *dqkv;      /* (M, 3C) */
     uint16_t *dqkv_b; /* bf16 activations: dqkv as bf16 (dqkv is NULL) */
-    float *dh;        /* (M, hidden) */
-    float *dpre;      /* (M, hidden) linear_gelu backward scratch */
-    uint16_t *dpre_b; /* bf16 activations: dpre as bf16 (dpre is NULL) */
+    float *dh;        /* (M, hidden); fp32: then dpre in place */
+    uint16_t *dpre_b; /* bf16 activations: dpre as bf16 */
     float *att_scr;   /* attention forward/backward scratch, per OpenMP thread */
     size_t n_att_scr; /* its floats, for the thread count at plan time */
     float *dpooled;   /* (B, C) */
@@ -428,8 +422,7 @@ static void acts_layout(FlipActs *A, Arena *a, const FlipConfig *c, int B, int N
         A->dpre_b = arena_alloc(a, flip_mul_size(MH, sizeof(uint16_t), "dpre"));
     } else {
         A->dqkv = arena_floats(a, 3 * MC);
-        A->dpre = arena_floats(a, MH);
-        A->h = A->dpre;
+        A->h = arena_floats(a, MH);
     }
     A->att_scr = arena_floats(a, ATT);
     A->n_att_scr = ATT;
@@ -691,24 +684,27 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
         block_backward_bf16(m, tw, l, b, x, lens, B, T, r);
         return;
     }
-    /* x2 = x1 + fc2(h): d fc2 out = dres; dx1 = dres (kept in place) */
-    o->gelu_act(A->h, b->pre, (size_t)M * (size_t)hid); /* recompute h (times itself as gelu) */
-    zero(A->dh, (size_t)M * (size_t)hid);
-    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dh, GRAD(m, k + BLK_FC2_W), GRAD(m, k + BLK_FC2_B), A->dres, A->h,
-                  PARAM(m, k + BLK_FC2_W), M, hid, C));
+    /* x2 = x1 + fc2(h): d fc2 out = dres; dx1 = dres (kept in place).
+     * fc2's dh (and dbias) first, which do not need h; then GELU's output
+     * recomputed and its backward in one pass (dpre in place over dh); then
+     * fc2's dweight from h. The linear backwards store their input gradients
+     * (dh, dln, datty: no zeroing passes); LN backward adds into dres. */
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dh, NULL, GRAD(m, k + BLK_FC2_B), A->dres, NULL,
+                                         PARAM(m, k + BLK_FC2_W), M, hid, C));
+    PROF(FLIP_PROF_GELU, o->gelu_fwd_bwd(A->h, A->dh, A->dh, b->pre, (size_t)M * (size_t)hid));
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(NULL, GRAD(m, k + BLK_FC2_W), NULL, A->dres, A->h,
+                                         PARAM(m, k + BLK_FC2_W), M, hid, C));
     report(m, r, k + BLK_FC2_W, k + BLK_FC2_B);
     /* recompute LN2's output from its saved mean/rstd */
     PROF(FLIP_PROF_LAYERNORM, o->ln_apply(A->ln, b->x1, b->ln2_mean, b->ln2_rstd, PARAM(m, k + BLK_LN2_W),
               PARAM(m, k + BLK_LN2_B), M, C));
-    zero(A->dln, MC);
-    PROF(FLIP_PROF_MATMUL, o->linear_gelu_bwd(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dpre, A->dh,
-                       b->pre, A->ln, PARAM(m, k + BLK_FC1_W), M, C, hid));
+    PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dln, GRAD(m, k + BLK_FC1_W), GRAD(m, k + BLK_FC1_B), A->dh, A->ln,
+                                         PARAM(m, k + BLK_FC1_W), M, C, hid));
     report(m, r, k + BLK_FC1_W, k + BLK_FC1_B);
     PROF(FLIP_PROF_LAYERNORM, o->ln_bwd(A->dres, GRAD(m, k + BLK_LN2_W), GRAD(m, k + BLK_LN2_B), A->dln, b->x1, b->ln2_mean,
               b->ln2_rstd, PARAM(m, k + BLK_LN2_W), M, C));
     report(m, r, k + BLK_LN2_W, k + BLK_LN2_B);
     /* x1 = x + proj(atty): d proj out = dres; dx = dres (kept in place) */
-    zero(A->datty, MC);
     PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->datty, GRAD(m, k + BLK_PROJ_W), GRAD(m, k + BLK_PROJ_B), A->dres, b->atty,
                   PARAM(m, k + BLK_PROJ_W), M, C, C));
     report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
@@ -717,7 +713,6 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
     /* recompute LN1's output */
     PROF(FLIP_PROF_LAYERNORM, o->ln_apply(A->ln, x, b->ln1_mean, b->ln1_rstd, PARAM(m, k + BLK_LN1_W),
               PARAM(m, k + BLK_LN1_B), M, C));
-    zero(A->dln, MC);
     PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dln, GRAD(m, k + BLK_QKV_W), GRAD(m, k + BLK_QKV_B), A->dqkv, A->ln,
                   PARAM(m, k + BLK_QKV_W), M, C, 3 * C));
     report(m, r, k + BLK_QKV_W, k + BLK_QKV_B);
@@ -733,7 +728,6 @@ static void tower_backward(FlipModel *m, const Ops *o, const Tower *tw, const To
     int B = ta->B, T = ta->T, M = ta->M, C = tw->C, D = m->cfg.embed_dim;
     zero(A->dfeat, (size_t)B * (size_t)D);
     PROF(FLIP_PROF_LOSS, o->l2_bwd(A->dfeat, demb, ta->emb, ta->norm, B, D));
-    zero(A->dpooled, (size_t)B * (size_t)C);
     PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dpooled, GRAD(m, tw->proj), NULL, A->dfeat, ta->pooled, PARAM(m, tw->proj), B, C,
                   D));
     report(m, r, tw->proj, tw->proj);

@@ -158,6 +158,13 @@ void attention_forward_b(uint16_t *out_b, float *att, float *scratch, size_t n_s
                          const int *lens, int B, int T, int C, int H);
 void attention_backward_b(uint16_t *dqkv_b, float *scratch, size_t n_scratch, const float *dout,
                           const uint16_t *qkv_b, const int *lens, int B, int T, int C, int H);
+/* 1 if attention_forward_b / _backward_b run the bf16 arithmetic kernel for this
+ * shape (see above), 0 if the widen-to-f32 path */
+int attention_bf16_kernel_used(int T, int C, int H);
+/* allow (1, the default) or forbid (0) the bf16 arithmetic kernel; returns the
+ * previous setting. For tests and benchmarks comparing it with the widen path;
+ * not thread-safe, call between attention calls. */
+int attention_set_bf16_kernel(int on);
 void attention_forward_ref(float *out, float *att, float *scratch, size_t n_scratch, const float *qkv,
                            const int *lens, int B, int T, int C, int H);
 void attention_backward_ref(float *dqkv, float *scratch, size_t n_scratch, const float *dout,

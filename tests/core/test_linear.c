@@ -1,10 +1,12 @@
 /* test_linear.c — linear and linear+GELU: oneDNN fast path vs the double
- * reference on odd and model shapes, accumulate (+=) semantics against a
- * zero-started reference, NULL gradients skipped, central finite differences in
+ * reference on odd and model shapes, dinp stored over a NaN prefill (=) and
+ * dweight / dbias accumulated (+=) against a zero-started reference, NULL gradients skipped, central finite differences in
  * double on the reference path, the adjoint identity <dy, L dx> = <L^T dy, dx>
  * on the fast path, trust checks, and primitive-cache reuse. */
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <string.h>
@@ -65,11 +67,12 @@ static void check_shape(int M, int IC, int OC, int with_bias, int gelu) {
     snprintf(what, sizeof what, "%s fwd out M=%d IC=%d OC=%d bias=%d", nm, M, IC, OC, with_bias);
     test_close_f(what, y, yr, ny, TOL_OP_ATOL, TOL_OP_RTOL);
 
-    /* backward: fast into prefilled grads; ref from zero; expect prefill + ref */
-    memcpy(dx, px, nx * sizeof(float));
+    /* backward: dinp stored over NaN (never read); dweight, dbias added into
+     * prefilled grads; ref from zero (dinp from NaN too); expect prefill + ref */
+    nan_fill(dx, nx);
     memcpy(dw, pw, nw * sizeof(float));
     memcpy(db, pb, OC * sizeof(float));
-    memset(dx0, 0, nx * sizeof(float));
+    nan_fill(dx0, nx);
     memset(dw0, 0, nw * sizeof(float));
     memset(db0, 0, OC * sizeof(float));
     if (gelu) {
@@ -88,8 +91,8 @@ static void check_shape(int M, int IC, int OC, int with_bias, int gelu) {
     snprintf(what, sizeof what, "%s bwd ref dbias M=%d IC=%d OC=%d", nm, M, IC, OC);
     test_trust_grad(what, db0, OC, 0.01);
     double *e = flip_malloc((nw > nx ? nw : nx) * sizeof(double), "expected");
-    for (size_t i = 0; i < nx; i++) e[i] = (double)px[i] + (double)dx0[i];
-    snprintf(what, sizeof what, "%s bwd dinp (+= prefilled) M=%d IC=%d OC=%d", nm, M, IC, OC);
+    for (size_t i = 0; i < nx; i++) e[i] = (double)dx0[i];
+    snprintf(what, sizeof what, "%s bwd dinp (stored over NaN) M=%d IC=%d OC=%d", nm, M, IC, OC);
     test_close(what, dx, e, nx, TOL_OP_ATOL, TOL_OP_RTOL);
     for (size_t i = 0; i < nw; i++) e[i] = (double)pw[i] + (double)dw0[i];
     snprintf(what, sizeof what, "%s bwd dweight (+= prefilled) M=%d IC=%d OC=%d", nm, M, IC, OC);
@@ -98,12 +101,12 @@ static void check_shape(int M, int IC, int OC, int with_bias, int gelu) {
     snprintf(what, sizeof what, "%s bwd dbias (+= prefilled) M=%d IC=%d OC=%d", nm, M, IC, OC);
     test_close(what, db, e, OC, TOL_OP_ATOL, TOL_OP_RTOL);
 
-    /* the reference accumulates too: ref into prefilled == prefill + ref from zero */
+    /* the reference stores dinp too: over a finite prefill the same as from NaN */
     memcpy(dx, px, nx * sizeof(float));
     if (gelu) linear_gelu_backward_ref(dx, NULL, NULL, scr2, dy, prer, x, w, M, IC, OC);
     else linear_backward_ref(dx, NULL, NULL, dy, x, w, M, IC, OC);
-    for (size_t i = 0; i < nx; i++) e[i] = (double)px[i] + (double)dx0[i];
-    snprintf(what, sizeof what, "%s ref bwd dinp (+= prefilled) M=%d", nm, M);
+    for (size_t i = 0; i < nx; i++) e[i] = (double)dx0[i];
+    snprintf(what, sizeof what, "%s ref bwd dinp (stored over a prefill) M=%d", nm, M);
     test_close(what, dx, e, nx, TOL_OP_ATOL, TOL_OP_RTOL);
 
     /* NULL gradient outputs are skipped; the others are still right */
@@ -308,7 +311,47 @@ static void check_gelu_kernel(void) {
     TEST_CHECK(n_bad == 0, "linear_gelu dpre vs dout GELU'(pre) in double: max |err| / |dout| %.3g, %zu of %zu out of bound",
                worst, n_bad, ny);
     test_trust_grad("linear_gelu dpre", scr, ny, 0.01);
-    float *bufs[] = {x, w, b, dy, y, pre, h, scr, want, dx};
+
+    /* gelu_forward_backward (the model's block backward): out bitwise the
+     * forward's (the recompute), dinp within 1 float ulp of gelu_backward_store
+     * (one FMA may contract differently), in place (dinp == dout) the same
+     * bits, 1-3 threads the same bits; its _ref twin bitwise the separate refs */
+    float *h2 = falloc(ny), *dp = falloc(ny), *dp1 = falloc(ny);
+    size_t n_out = 0, n_far = 0, n_thr = 0, n_inpl = 0;
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        nan_fill(h2, ny);
+        nan_fill(dp, ny);
+        gelu_forward_backward(h2, dp, dy, pre, ny);
+        n_out += (size_t)(memcmp(h2, y, ny * sizeof(float)) != 0);
+        if (t == 1) memcpy(dp1, dp, ny * sizeof(float));
+        else n_thr += (size_t)(memcmp(dp, dp1, ny * sizeof(float)) != 0);
+        memcpy(h, dy, ny * sizeof(float)); /* in place: dinp = dout */
+        gelu_forward_backward(h2, h, h, pre, ny);
+        n_inpl += (size_t)(memcmp(h, dp, ny * sizeof(float)) != 0);
+    }
+    omp_set_num_threads(nt0);
+    for (size_t i = 0; i < ny; i++) {
+        int32_t a, c;
+        memcpy(&a, &dp[i], sizeof a);
+        memcpy(&c, &want[i], sizeof c);
+        if ((a ^ c) < 0 ? !(a == c || (dp[i] == 0.0f && want[i] == 0.0f)) : abs(a - c) > 1) n_far++;
+    }
+    TEST_CHECK(n_out == 0 && n_far == 0 && n_thr == 0 && n_inpl == 0,
+               "gelu_forward_backward: out == gelu_forward bitwise (%zu runs differ), dinp within 1 ulp of "
+               "gelu_backward_store (%zu off), 1-3 threads (%zu differ), in place (%zu differ)",
+               n_out, n_far, n_thr, n_inpl);
+    float *hr = falloc(ny), *dr = falloc(ny), *h3 = falloc(ny), *d3 = falloc(ny);
+    linear_gelu_activation_ref(hr, pre, ny);
+    gelu_backward_store_ref(dr, dy, pre, ny);
+    gelu_forward_backward_ref(h3, d3, dy, pre, ny);
+    TEST_CHECK(memcmp(hr, h3, ny * sizeof(float)) == 0 && memcmp(dr, d3, ny * sizeof(float)) == 0,
+               "gelu_forward_backward_ref == linear_gelu_activation_ref and gelu_backward_store_ref bitwise");
+    memcpy(d3, dy, ny * sizeof(float));
+    gelu_forward_backward_ref(h3, d3, d3, pre, ny);
+    TEST_CHECK(memcmp(dr, d3, ny * sizeof(float)) == 0, "gelu_forward_backward_ref in place (dinp == dout) bitwise");
+    test_close_f("gelu_forward_backward out vs _ref", h2, hr, ny, TOL_GELU_ATOL, TOL_GELU_RTOL);
+    float *bufs[] = {x, w, b, dy, y, pre, h, scr, want, dx, h2, dp, dp1, hr, dr, h3, d3};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
 }
 
