@@ -196,10 +196,52 @@ static AttBufs att_bufs(float *slice, int T, int hd) {
     return w;
 }
 
-/* floats of one thread's slice (att_bufs), plus 16 for aligning it to 64 bytes */
+/* bf16 kernel buffers (see the bf16 kernel section), carved from the same slice */
+typedef struct {
+    uint32_t *kP, *vT, *kJ, *qI, *gI, *PI, *dSI;
+    uint16_t *Pr, *gr;
+    float *Sb, *Db;
+} AttBufsB;
+
+/* the bf16 kernel's per-thread buffers (words / floats, each a multiple of 16) */
+static size_t slice_floats_b(int T, int hd) {
+    size_t Tp = round16((size_t)T), Th = ((size_t)T + 1) / 2, h = (size_t)hd;
+    return 2 * round16(h / 2 * Tp) + 3 * round16(Th * h) + 2 * Th * Tp + 2 * ATT_MR * Tp + ATT_MR * Tp / 2 +
+           round16(ATT_MR * h / 2);
+}
+
+static AttBufsB att_bufs_b(float *slice, int T, int hd) {
+    size_t Tp = round16((size_t)T), Th = ((size_t)T + 1) / 2, h = (size_t)hd;
+    uint32_t *u = (uint32_t *)(void *)slice;
+    AttBufsB w;
+    w.kP = u;
+    w.vT = w.kP + round16(h / 2 * Tp);
+    w.kJ = w.vT + round16(h / 2 * Tp);
+    w.qI = w.kJ + round16(Th * h);
+    w.gI = w.qI + round16(Th * h);
+    w.PI = w.gI + round16(Th * h);
+    w.dSI = w.PI + Th * Tp;
+    w.Sb = (float *)(void *)(w.dSI + Th * Tp);
+    w.Db = w.Sb + ATT_MR * Tp;
+    w.Pr = (uint16_t *)(void *)(w.Db + ATT_MR * Tp);
+    w.gr = w.Pr + ATT_MR * Tp;
+    return w;
+}
+
+static int g_att_bf16_kernel = 1;
+
+int attention_set_bf16_kernel(int on) {
+    int old = g_att_bf16_kernel;
+    g_att_bf16_kernel = on != 0;
+    return old;
+}
+
+/* floats of one thread's slice (att_bufs or att_bufs_b), plus 16 for aligning it to 64 bytes */
 static size_t slice_floats(int T, int C, int H) {
     size_t Tp = round16((size_t)T), hd = (size_t)(C / H);
-    return 2 * hd * Tp + ATT_MR * Tp + 2 * (size_t)T * Tp + 2 * round16((size_t)T * 3 * hd) + 16;
+    size_t f32 = 2 * hd * Tp + ATT_MR * Tp + 2 * (size_t)T * Tp + 2 * round16((size_t)T * 3 * hd);
+    size_t b16 = slice_floats_b(T, C / H);
+    return (f32 > b16 ? f32 : b16) + 16;
 }
 
 /* ---- AVX-512 path ---- */
@@ -301,13 +343,16 @@ ATT_AVX512 static void tiles(float *O, size_t ldo, const float *A, size_t sr, si
 }
 
 /* dst rows t < 16 (stride ldd) = alpha src[:n][t] for the 16 x 16 block src
- * (rows i < n, stride lds; rows n..15 read as zero): unpack / shuffle /
+ * (rows i < n, stride lds; rows n..15 read as zero); mul 0: no alpha, the raw
+ * 32-bit patterns moved (bf16 pairs): unpack / shuffle /
  * 128-bit-lane shuffle network, 64 shuffles per 256 floats */
 ATT_AVX512 static void transpose16(float *dst, size_t ldd, const float *src, size_t lds, int n,
-                                   __m512 alpha) {
+                                   __m512 alpha, int mul) {
     __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++)
-        r[i] = i < n ? _mm512_mul_ps(alpha, _mm512_loadu_ps(src + (size_t)i * lds)) : _mm512_setzero_ps();
+    for (int i = 0; i < 16; i++) {
+        __m512 x = i < n ? _mm512_loadu_ps(src + (size_t)i * lds) : _mm512_setzero_ps();
+        r[i] = mul ? _mm512_mul_ps(alpha, x) : x;
+    }
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
@@ -338,7 +383,7 @@ ATT_AVX512 static void transpose_rows(float *xT, const float *x, size_t ld, int 
     for (int j0 = 0; j0 < Lp; j0 += 16) {
         int n = L - j0 < 16 ? L - j0 : 16;
         for (int d0 = 0; d0 < hd; d0 += 16)
-            transpose16(xT + (size_t)d0 * Lp + j0, (size_t)Lp, x + (size_t)j0 * ld + d0, ld, n, va);
+            transpose16(xT + (size_t)d0 * Lp + j0, (size_t)Lp, x + (size_t)j0 * ld + d0, ld, n, va, 1);
     }
 }
 
@@ -516,7 +561,284 @@ ATT_AVX512 static void widen_bf16_16(float *dst, const uint16_t *src, int n) {
         _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)));
     }
 }
+
+/* ---- bf16 kernel (AVX512_BF16: VDPBF16PS), for attention_forward_b / _backward_b ----
+ * Operands of every product are bf16 pairs in 32-bit words; _mm512_dpbf16_ps
+ * adds a[2l] b[2l] + a[2l+1] b[2l+1] to f32 lane l. The A operand is a scalar
+ * word broadcast (two bf16 of one row), the B operand 16 words = 16 output
+ * columns. Layouts (words; "pairs over x" = the two bf16 of a word are x, x+1):
+ *   kP, vT (hd/2, Lk): k, v rows as hd/2 words, transposed (pairs over d)
+ *   kJ (or vP) (ceil(L/2), hd): rows j, j+1 of k (v) interleaved (pairs over keys)
+ *   qI, gI (ceil(T/2), hd): rows i, i+1 of q, bf16(dout) (pairs over queries)
+ *   PI, dSI (ceil(T/2), Lp): bf16(P), bf16(dS) with rows i, i+1 interleaved,
+ *     read by columns for P^T dout and dS^T q
+ *   Pr (4, Lp) bf16, gr (4, hd) bf16: a row tile of bf16(P) / bf16(dS) / bf16(dout)
+ * A missing odd row (odd L or T) is a zero bf16. Rounding to bf16 is
+ * VCVTNEPS2BF16 (nearest even; denormals flush to 0). */
+#define ATT_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512bf16")))
+
+
+static inline uint32_t ld32(const void *p) {
+    uint32_t x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+static int att_bf16_ok(int T, int hd) {
+    return g_att_bf16_kernel && hd % 32 == 0 && T <= ATT_MAX_T && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+/* 16 floats -> 16 bf16 (nearest even) zero-extended to 32-bit lanes */
+ATT_BF16 ATT_INLINE __m512i bf16_lanes(__m512 x) {
+    return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x));
+}
+
+/* One register tile: acc[r][c] = sum_{k<K} dot2(A[r*sr + k*sk], Bm[k*ldb + 16c + l]) for
+ * r < R, c < NC, in order k = 0, 1, ...; stored as alpha * acc to O: f32
+ * (obf 0) or bf16, nearest even (obf 1). A is read by 32-bit word broadcasts
+ * with any strides (row words of P, or columns of PI for P^T). */
+ATT_BF16 ATT_INLINE void tile_b(void *O, int obf, size_t ldo, const uint32_t *A, size_t sr, size_t sk,
+                                const uint32_t *Bm, size_t ldb, int K, const int R, const int NC, float alpha) {
+    __m512 acc[ATT_MR][ATT_NR];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        const uint32_t *b = Bm + (size_t)k * ldb;
+        const uint32_t *a = A + (size_t)k * sk;
+        __m512bh bv[ATT_NR];
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) bv[c] = (__m512bh)_mm512_loadu_si512(b + 16 * c);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m512bh av = (__m512bh)_mm512_set1_epi32((int)ld32(a + (size_t)r * sr));
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], av, bv[c]);
+        }
+    }
+    __m512 va = _mm512_set1_ps(alpha);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) {
+            __m512 x = _mm512_mul_ps(va, acc[r][c]);
+            if (obf)
+                _mm256_storeu_si256((__m256i *)(void *)((uint16_t *)O + (size_t)r * ldo + 16 * (size_t)c),
+                                    (__m256i)_mm512_cvtneps_pbh(x));
+            else
+                _mm512_storeu_ps((float *)O + (size_t)r * ldo + 16 * (size_t)c, x);
+        }
+}
+
+/* O (M, 16 n16) = alpha A (M, K pairs) Bm (K pairs, 16 n16), in register tiles;
+ * O f32 (obf 0) or bf16 (obf 1), row stride ldo elements */
+ATT_BF16 static void tiles_b(void *O, int obf, size_t ldo, const uint32_t *A, size_t sr, size_t sk,
+                             const uint32_t *Bm, size_t ldb, int K, int M, int n16, float alpha) {
+    for (int r0 = 0, R; r0 < M; r0 += R) {
+        R = tile_rows(M - r0);
+        for (int c0 = 0; c0 < n16; c0 += ATT_NR) {
+            int NC = n16 - c0 < ATT_NR ? n16 - c0 : ATT_NR;
+            size_t oo = (size_t)r0 * ldo + 16 * (size_t)c0;
+            void *o = obf ? (void *)((uint16_t *)O + oo) : (void *)((float *)O + oo);
+            const uint32_t *a = A + (size_t)r0 * sr;
+            const uint32_t *b = Bm + 16 * (size_t)c0;
+#define ATT_TILE(r, c) case (r) * 8 + (c): tile_b(o, obf, ldo, a, sr, sk, b, ldb, K, r, c, alpha); break
+            switch (R * 8 + NC) {
+                ATT_TILE(1, 1); ATT_TILE(1, 2); ATT_TILE(1, 3); ATT_TILE(1, 4);
+                ATT_TILE(2, 1); ATT_TILE(2, 2); ATT_TILE(2, 3); ATT_TILE(2, 4);
+                ATT_TILE(3, 1); ATT_TILE(3, 2); ATT_TILE(3, 3); ATT_TILE(3, 4);
+                ATT_TILE(4, 1); ATT_TILE(4, 2); ATT_TILE(4, 3); ATT_TILE(4, 4);
+                default: FLIP_FATAL("attention: bad register tile %dx%d", R, NC);
+            }
+#undef ATT_TILE
+        }
+    }
+}
+
+/* xP (hd/2, Lk) words = the first L rows of x (bf16, row stride ld) viewed as
+ * hd/2 words each, transposed (transpose16 on the raw bits); columns L..Lk 0 */
+ATT_BF16 static void transpose_pairs(uint32_t *xP, const uint16_t *x, size_t ld, int L, int Lk, int hd) {
+    __m512 one = _mm512_set1_ps(1.0f);
+    for (int j0 = 0; j0 < Lk; j0 += 16) {
+        int n = L - j0 < 16 ? L - j0 : 16;
+        for (int d0 = 0; d0 < hd / 2; d0 += 16)
+            transpose16((float *)(void *)(xP + (size_t)d0 * Lk + j0), (size_t)Lk,
+                        (const float *)(const void *)(x + (size_t)j0 * ld + 2 * (size_t)d0), ld / 2, n, one, 0);
+    }
+}
+
+/* dst (ceil(rows/2), n) words: word (i2, d) = x[2 i2][d] | x[2 i2 + 1][d] << 16
+ * (a missing last odd row reads 0); x bf16 rows of stride ld, n % 16 == 0 */
+ATT_BF16 static void pair_rows_u16(uint32_t *dst, const uint16_t *x, size_t ld, int rows, int n) {
+    for (int i = 0; i < rows; i += 2) {
+        const uint16_t *a = x + (size_t)i * ld, *b = i + 1 < rows ? a + ld : NULL;
+        uint32_t *o = dst + (size_t)(i / 2) * n;
+        for (int d = 0; d < n; d += 16) {
+            __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(a + d)));
+            if (b)
+                u = _mm512_or_si512(u, _mm512_slli_epi32(_mm512_cvtepu16_epi32(
+                                           _mm256_loadu_si256((const __m256i *)(const void *)(b + d))), 16));
+            _mm512_storeu_si512(o + d, u);
+        }
+    }
+}
+
+/* the same for f32 rows, each value rounded to bf16 */
+ATT_BF16 static void pair_rows_f32(uint32_t *dst, const float *x, size_t ld, int rows, int n) {
+    for (int i = 0; i < rows; i += 2) {
+        const float *a = x + (size_t)i * ld, *b = i + 1 < rows ? a + ld : NULL;
+        uint32_t *o = dst + (size_t)(i / 2) * n;
+        for (int d = 0; d < n; d += 16) {
+            __m512i u = bf16_lanes(_mm512_loadu_ps(a + d));
+            if (b) u = _mm512_or_si512(u, _mm512_slli_epi32(bf16_lanes(_mm512_loadu_ps(b + d)), 16));
+            _mm512_storeu_si512(o + d, u);
+        }
+    }
+}
+
+/* dst (R, n) bf16, row stride ldd = bf16 of x (R, n) f32, row stride ldx; n % 16 == 0 */
+ATT_BF16 static void round_rows_b(uint16_t *dst, size_t ldd, const float *x, size_t ldx, int R, int n) {
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < n; c += 16)
+            _mm256_storeu_si256((__m256i *)(void *)(dst + (size_t)r * ldd + c),
+                                (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + (size_t)r * ldx + c)));
+}
+
+/* row i of XI (ceil(T/2), Lp) words, rows i, i+1 interleaved: bf16 half i & 1 of
+ * the words (i/2, j) = bf16(x[j]) for j < Lp; the other half untouched */
+ATT_BF16 static void put_pair_row(uint32_t *XI, int Lp, int i, const float *x) {
+    uint16_t *dst = (uint16_t *)(void *)(XI + (size_t)(i / 2) * Lp);
+    __mmask32 m = (i & 1) ? 0xAAAAAAAAu : 0x55555555u;
+    for (int c = 0; c < Lp; c += 16) {
+        __m512i u = bf16_lanes(_mm512_load_ps(x + c));
+        if (i & 1) u = _mm512_slli_epi32(u, 16);
+        _mm512_mask_storeu_epi16(dst + 2 * c, m, u);
+    }
+}
+
+/* tail_cols with bf16 rows: Sb[r][j] = alpha a_r . b_j for j0 <= j < L (d pairs in
+ * the lanes, hd % 32 == 0, then a lane sum); columns L..j0+16 of Sb 0 */
+ATT_BF16 static void tail_cols_b(float *Sb, int lds, const uint16_t *A, size_t lda, const uint16_t *Bm,
+                                 size_t ldb, int R, int j0, int L, int hd, float alpha) {
+    for (int r = 0; r < R; r++) {
+        float *row = Sb + (size_t)r * lds;
+        const uint16_t *a = A + (size_t)r * lda;
+        _mm512_store_ps(row + j0, _mm512_setzero_ps());
+        for (int j = j0; j < L; j++) {
+            const uint16_t *b = Bm + (size_t)j * ldb;
+            __m512 acc = _mm512_setzero_ps();
+            for (int d = 0; d < hd; d += 32)
+                acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(a + d), (__m512bh)_mm512_loadu_si512(b + d));
+            row[j] = alpha * _mm512_reduce_add_ps(acc);
+        }
+    }
+}
+
+/* S rows (R, Lp) in Sb = s (q rows) k^T, q rows bf16 of stride C3, kP pair-packed
+ * k^T (hd/2, Lk); keys past a multiple of 16 (<= ATT_TAIL) as dot products */
+ATT_BF16 static void score_rows_b(float *Sb, int Lp, const uint16_t *q, size_t C3, const uint32_t *kP,
+                                  const uint16_t *k, int R, int L, int hd, float scale) {
+    int j0 = L / 16 * 16, tail = L - j0 > 0 && L - j0 <= ATT_TAIL;
+    int Lk = tail ? j0 : Lp;
+    tiles_b(Sb, 0, (size_t)Lp, (const uint32_t *)(const void *)q, C3 / 2, 1, kP, (size_t)Lk, hd / 2, R,
+            Lk / 16, scale);
+    if (tail) tail_cols_b(Sb, Lp, q, C3, k, C3, R, j0, L, hd, scale);
+}
+
+/* forward of one (b, h), bf16 q, k, v (T, hd) row stride C3, o (T, hd) bf16 row
+ * stride C; att (T, T) optional copy of P */
+ATT_BF16 static void fwd_block_b(uint16_t *o, size_t C, float *att, const uint16_t *q, const uint16_t *k,
+                                 const uint16_t *v, size_t C3, int T, int L, int hd, float scale,
+                                 const AttBufsB *w) {
+    int Lp = (L + 15) / 16 * 16, Lh = (L + 1) / 2;
+    int j0 = L / 16 * 16, tail = L - j0 > 0 && L - j0 <= ATT_TAIL;
+    transpose_pairs(w->kP, k, C3, tail ? j0 : L, tail ? j0 : Lp, hd);
+    uint32_t *vP = w->kJ; /* (ceil(L/2), hd): pairs over keys */
+    pair_rows_u16(vP, v, C3, L, hd);
+    for (int i0 = 0, R; i0 < T; i0 += R) {
+        R = tile_rows(T - i0);
+        score_rows_b(w->Sb, Lp, q + (size_t)i0 * C3, C3, w->kP, k, R, L, hd, scale);
+        softmax_rows(w->Sb, w->Sb, Lp, R, L);
+        if (att)
+            for (int r = 0; r < R; r++) {
+                float *p = att + (size_t)(i0 + r) * T;
+                memcpy(p, w->Sb + (size_t)r * Lp, (size_t)(Lp < T ? Lp : T) * sizeof(float));
+                for (int j = Lp; j < T; j++) p[j] = 0.0f;
+            }
+        /* out rows i0.. = bf16(P) v */
+        round_rows_b(w->Pr, (size_t)Lp, w->Sb, (size_t)Lp, R, Lp);
+        tiles_b(o + (size_t)i0 * C, 1, C, (const uint32_t *)(const void *)w->Pr, (size_t)Lp / 2, 1, vP,
+                (size_t)hd, Lh, R, hd / 16, 1.0f);
+    }
+}
+
+/* backward of one (b, h): dq, dk, dv (T, hd) bf16 row stride ldd (stored; dk, dv
+ * rows L..T 0), g = dout (T, hd) f32 row stride C, q, k, v bf16 row stride C3 */
+ATT_BF16 static void bwd_block_b(uint16_t *dq, uint16_t *dk, uint16_t *dv, size_t ldd, const float *g, size_t C,
+                                 const uint16_t *q, const uint16_t *k, const uint16_t *v, size_t C3, int T,
+                                 int L, int hd, float scale, const AttBufsB *w) {
+    int Lp = (L + 15) / 16 * 16, nL = Lp / 16, Lh = (L + 1) / 2, Th = (T + 1) / 2;
+    int j0 = L / 16 * 16, tail = L - j0 > 0 && L - j0 <= ATT_TAIL;
+    int Lk = tail ? j0 : Lp;
+    float *Sb = w->Sb, *Db = w->Db;
+    transpose_pairs(w->kP, k, C3, tail ? j0 : L, Lk, hd);
+    transpose_pairs(w->vT, v, C3, tail ? j0 : L, Lk, hd);
+    pair_rows_u16(w->kJ, k, C3, L, hd);
+    pair_rows_u16(w->qI, q, C3, T, hd);
+    pair_rows_f32(w->gI, g, C, T, hd);
+    if (T & 1) { /* the missing row T of the last pair */
+        memset(w->PI + (size_t)(Th - 1) * Lp, 0, (size_t)Lp * sizeof(uint32_t));
+        memset(w->dSI + (size_t)(Th - 1) * Lp, 0, (size_t)Lp * sizeof(uint32_t));
+    }
+    for (int i0 = 0, R; i0 < T; i0 += R) {
+        R = tile_rows(T - i0);
+        /* P rows i0.., as forward computed them */
+        score_rows_b(Sb, Lp, q + (size_t)i0 * C3, C3, w->kP, k, R, L, hd, scale);
+        softmax_rows(Sb, Sb, Lp, R, L);
+        /* dP rows (R, Lp) in Db = bf16(dout) v^T */
+        round_rows_b(w->gr, (size_t)hd, g + (size_t)i0 * C, C, R, hd);
+        tiles_b(Db, 0, (size_t)Lp, (const uint32_t *)(const void *)w->gr, (size_t)hd / 2, 1, w->vT,
+                (size_t)Lk, hd / 2, R, Lk / 16, 1.0f);
+        if (tail) tail_cols_b(Db, Lp, w->gr, (size_t)hd, v, C3, R, j0, L, hd, 1.0f);
+        /* dS = P * (dP - rowsum(dP * P)) in f32, in place; P is 0 beyond L, so is dS */
+        for (int r = 0; r < R; r++) {
+            const float *p = Sb + (size_t)r * Lp;
+            float *d = Db + (size_t)r * Lp;
+            __m512 dot = _mm512_setzero_ps();
+            for (int c = 0; c < nL; c++)
+                dot = _mm512_fmadd_ps(_mm512_load_ps(p + 16 * c), _mm512_load_ps(d + 16 * c), dot);
+            __m512 rs = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+            for (int c = 0; c < nL; c++)
+                _mm512_store_ps(d + 16 * c, _mm512_mul_ps(_mm512_load_ps(p + 16 * c),
+                                                          _mm512_sub_ps(_mm512_load_ps(d + 16 * c), rs)));
+            put_pair_row(w->PI, Lp, i0 + r, p);
+            put_pair_row(w->dSI, Lp, i0 + r, d);
+        }
+        /* dQ rows i0.. = s bf16(dS) k */
+        round_rows_b(w->Pr, (size_t)Lp, Db, (size_t)Lp, R, Lp);
+        tiles_b(dq + (size_t)i0 * ldd, 1, ldd, (const uint32_t *)(const void *)w->Pr, (size_t)Lp / 2, 1,
+                w->kJ, (size_t)hd, Lh, R, hd / 16, scale);
+    }
+    /* dV[:L] = bf16(P)^T bf16(dout) ; dK[:L] = s bf16(dS)^T q ; padded keys 0 */
+    tiles_b(dv, 1, ldd, w->PI, 1, (size_t)Lp, w->gI, (size_t)hd, Th, L, hd / 16, 1.0f);
+    tiles_b(dk, 1, ldd, w->dSI, 1, (size_t)Lp, w->qI, (size_t)hd, Th, L, hd / 16, scale);
+    for (int j = L; j < T; j++) {
+        memset(dk + (size_t)j * ldd, 0, (size_t)hd * sizeof(uint16_t));
+        memset(dv + (size_t)j * ldd, 0, (size_t)hd * sizeof(uint16_t));
+    }
+}
 #endif
+
+int attention_bf16_kernel_used(int T, int C, int H) {
+    FLIP_CHECK(T > 0 && C > 0 && H > 0 && C % H == 0, "attention_bf16_kernel_used: bad dims T=%d C=%d H=%d", T, C, H);
+#ifdef ATT_HAVE_AVX512
+    return att_bf16_ok(T, C / H);
+#else
+    return 0;
+#endif
+}
 
 size_t attention_scratch_floats(int T, int C, int H, int threads) {
     FLIP_CHECK(T > 0 && C > 0 && H > 0 && C % H == 0 && threads > 0,
@@ -631,10 +953,11 @@ static void attention_run(const char *fn, int backward, const AttIO *io, float *
     int hd = C / H, n_bh = B * H, bf16 = io->qkv_b != NULL;
     size_t C3 = 3 * (size_t)C, hd3 = 3 * (size_t)hd;
     float scale = (float)(1.0 / sqrt((double)hd));
-    int fast = 0, vec = 0;
+    int fast = 0, vec = 0, bfk = 0;
 #ifdef ATT_HAVE_AVX512
     fast = att_fast_ok(T, hd);
     vec = hd % 16 == 0 && __builtin_cpu_supports("avx512f");
+    bfk = bf16 && att_bf16_ok(T, hd);
 #endif
     int ch = att_chunk(n_bh);
 #pragma omp parallel for schedule(dynamic, ch)
@@ -643,7 +966,6 @@ static void attention_run(const char *fn, int backward, const AttIO *io, float *
         int L = lens ? lens[b] : T;
         size_t off = (size_t)b * T * C3 + (size_t)h * hd;  /* head h's q of token 0 in qkv */
         size_t offo = (size_t)b * T * C + (size_t)h * hd;  /* and in out / dout */
-        AttBufs w = att_bufs(thread_slice(scratch, T, C, H), T, hd);
         if ((bh + 1) % ch != 0 && bh + 1 < n_bh) { /* next block of this chunk: into L2 */
             int b1 = (bh + 1) / H, h1 = (bh + 1) % H;
             size_t off1 = (size_t)b1 * T * C3 + (size_t)h1 * hd, offo1 = (size_t)b1 * T * C + (size_t)h1 * hd;
@@ -651,9 +973,34 @@ static void attention_run(const char *fn, int backward, const AttIO *io, float *
                 prefetch_rows(io->qkv + off1 + (size_t)part * C, C3, T, hd, 0);
                 if (backward) prefetch_rows(io->dqkv + off1 + (size_t)part * C, C3, T, hd, 1);
             }
+            for (int part = 0; part < 3 && bfk; part++) { /* bf16 rows as hd/2 floats */
+                prefetch_rows((const float *)(const void *)(io->qkv_b + off1 + (size_t)part * C), C3 / 2, T,
+                              hd / 2, 0);
+                if (backward)
+                    prefetch_rows((const float *)(const void *)(io->dqkv_b + off1 + (size_t)part * C), C3 / 2,
+                                  T, hd / 2, 1);
+            }
             if (backward) prefetch_rows(io->dout + offo1, C, T, hd, 0);
+            else if (bfk) prefetch_rows((const float *)(const void *)(io->out_b + offo1), C / 2, T, hd / 2, 1);
             else if (!bf16) prefetch_rows(io->out + offo1, C, T, hd, 1);
         }
+#ifdef ATT_HAVE_AVX512
+        if (bfk) { /* bf16 arithmetic on the bf16 rows in place */
+            AttBufsB wb = att_bufs_b(thread_slice(scratch, T, C, H), T, hd);
+            const uint16_t *qb = io->qkv_b + off;
+            if (!backward) {
+                float *Pa = io->att ? io->att + (size_t)bh * T * T : NULL;
+                fwd_block_b(io->out_b + offo, (size_t)C, Pa, qb, qb + C, qb + 2 * (size_t)C, C3, T, L, hd, scale,
+                            &wb);
+            } else {
+                uint16_t *db = io->dqkv_b + off;
+                bwd_block_b(db, db + C, db + 2 * (size_t)C, C3, io->dout + offo, (size_t)C, qb, qb + C,
+                            qb + 2 * (size_t)C, C3, T, L, hd, scale, &wb);
+            }
+            continue;
+        }
+#endif
+        AttBufs w = att_bufs(thread_slice(scratch, T, C, H), T, hd);
         const float *q;
         size_t lds;
         if (bf16) {

@@ -224,8 +224,9 @@ static void check_fd(int B, int T, int C, int H, const int *lens) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
 }
 
-/* bf16 entry points vs the f32 ones on the widened bf16 inputs */
+/* bf16 entry points on the widen-to-f32 path vs the f32 ones on the widened bf16 inputs */
 static void check_bf16(int B, int T, int C, int H, const int *lens, uint64_t seed) {
+    int prev = attention_set_bf16_kernel(0);
     size_t C3 = 3 * (size_t)C, nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, nscr;
     float *qkv = falloc(nqkv), *dout = falloc(nout), *out = falloc(nout);
     float *dq = falloc(nqkv);
@@ -253,6 +254,102 @@ static void check_bf16(int B, int T, int C, int H, const int *lens, uint64_t see
                B, T, C, H, lens ? "yes" : "NULL", bad_o, bad_d);
     flip_free(qkv); flip_free(dout); flip_free(out); flip_free(dq); flip_free(scr);
     flip_free(qkv_b); flip_free(out_b); flip_free(dq_b);
+    attention_set_bf16_kernel(prev);
+}
+
+/* |got - ref| <= TOL_ATT_BF16_ATOL * max|ref| + TOL_ATT_BF16_RTOL |ref| over the
+ * n elements of column part [c0, c0 + nc) of rows of width ld (got bf16) */
+static void close_bf16(const char *what, const uint16_t *got, const float *ref, size_t rows, size_t ld, size_t c0,
+                       size_t nc) {
+    size_t n = rows * nc;
+    float *g = falloc(n);
+    double *r = flip_malloc(n * sizeof(double), "ref");
+    double mx = 0.0;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t c = 0; c < nc; c++) {
+            g[i * nc + c] = flip_bf16_widen(got[i * ld + c0 + c]);
+            r[i * nc + c] = ref[i * ld + c0 + c];
+            if (fabs(r[i * nc + c]) > mx) mx = fabs(r[i * nc + c]);
+        }
+    char w[240];
+    snprintf(w, sizeof w, "%s (max|ref| %.3g)", what, mx);
+    test_close(w, g, r, n, TOL_ATT_BF16_ATOL * mx, TOL_ATT_BF16_RTOL);
+    flip_free(g);
+    flip_free(r);
+}
+
+/* the bf16 arithmetic kernel (attention_forward_b / _backward_b where
+ * attention_bf16_kernel_used) vs the double reference on the widened bf16 qkv
+ * (dout f32): the kernel rounds P, dout, dS to bf16 and its results on store */
+static void check_bf16_kernel(int B, int T, int C, int H, const int *lens, uint64_t seed) {
+    int hd = C / H;
+    size_t C3 = 3 * (size_t)C, nqkv = (size_t)B * T * C3, nout = (size_t)B * T * C, natt = (size_t)B * H * T * T;
+    size_t nscr2 = attention_scratch_floats(T, C, H, 1);
+    int nt0 = omp_get_max_threads();
+    omp_set_num_threads(2);
+    size_t nscr = attention_scratch_floats(T, C, H, 2);
+    float *qkv = falloc(nqkv), *dout = falloc(nout), *outr = falloc(nout), *dqr = falloc(nqkv);
+    float *att = falloc(natt), *attr = falloc(natt), *scr = falloc(nscr), *scr2 = falloc(nscr2);
+    uint16_t *qkv_b = flip_malloc(nqkv * 2, "qkv_b"), *out_b[2], *dq_b[2], *again = flip_malloc(nqkv * 2, "again");
+    for (int r = 0; r < 2; r++) {
+        out_b[r] = flip_malloc(nout * 2, "out_b");
+        dq_b[r] = flip_malloc(nqkv * 2, "dq_b");
+        memset(out_b[r], 0xff, nout * 2); /* NaN patterns: every element must be stored */
+        memset(dq_b[r], 0xff, nqkv * 2);
+    }
+    fill(qkv, nqkv, seed + 1, 1.0);
+    fill(dout, nout, seed + 2, 1.0);
+    for (size_t i = 0; i < nqkv; i++) {
+        qkv_b[i] = flip_bf16_round(qkv[i]);
+        qkv[i] = flip_bf16_widen(qkv_b[i]);
+    }
+    char tag[96], what[200];
+    snprintf(tag, sizeof tag, "B=%d T=%d C=%d H=%d hd=%d lens=%s", B, T, C, H, hd, lens ? "yes" : "NULL");
+    int want = hd % 32 == 0 && T <= 256 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    TEST_CHECK(attention_bf16_kernel_used(T, C, H) == want, "attention bf16 kernel used where the CPU has it %s: %d",
+               tag, want);
+    /* 2 threads, then 1: bitwise the same */
+    for (int r = 0; r < 2; r++) {
+        omp_set_num_threads(2 - r);
+        nan_fill(scr, nscr);
+        attention_forward_b(out_b[r], r == 0 ? att : NULL, scr, nscr, qkv_b, lens, B, T, C, H);
+        attention_backward_b(dq_b[r], scr, nscr, dout, qkv_b, lens, B, T, C, H);
+    }
+    TEST_CHECK(memcmp(out_b[0], out_b[1], nout * 2) == 0 && memcmp(dq_b[0], dq_b[1], nqkv * 2) == 0,
+               "attention bf16 kernel fwd/bwd bitwise equal with 2 and 1 threads %s", tag);
+    /* called again: the same bits */
+    memset(again, 0xff, nqkv * 2);
+    attention_forward_b(again, NULL, scr, nscr, qkv_b, lens, B, T, C, H);
+    TEST_CHECK(memcmp(again, out_b[0], nout * 2) == 0, "attention bf16 kernel fwd twice bitwise %s", tag);
+    memset(again, 0xff, nqkv * 2);
+    attention_backward_b(again, scr, nscr, dout, qkv_b, lens, B, T, C, H);
+    TEST_CHECK(memcmp(again, dq_b[0], nqkv * 2) == 0, "attention bf16 kernel bwd twice bitwise %s", tag);
+    omp_set_num_threads(nt0);
+
+    attention_forward_ref(outr, attr, scr2, nscr2, qkv, lens, B, T, C, H);
+    attention_backward_ref(dqr, scr2, nscr2, dout, qkv, lens, B, T, C, H);
+    /* P: f32 scores from exact bf16 products, f32 softmax: fp32 tolerance */
+    snprintf(what, sizeof what, "attention bf16 kernel P %s", tag);
+    test_close_f(what, att, attr, natt, TOL_OP_ATOL, TOL_OP_RTOL);
+    snprintf(what, sizeof what, "attention bf16 kernel out %s", tag);
+    close_bf16(what, out_b[0], outr, (size_t)B * T, (size_t)C, 0, (size_t)C);
+    const char *part[3] = {"dq", "dk", "dv"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(what, sizeof what, "attention bf16 kernel %s %s", part[k], tag);
+        close_bf16(what, dq_b[0], dqr, (size_t)B * T, C3, (size_t)k * C, (size_t)C);
+    }
+    size_t n_bad = 0, n_chk = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = lens ? lens[b] : T; t < T; t++)
+            for (size_t c = C; c < C3; c++) {
+                n_chk++;
+                n_bad += dq_b[0][((size_t)b * T + t) * C3 + c] != 0;
+            }
+    TEST_CHECK(n_bad == 0, "attention bf16 kernel padded keys' dK, dV exactly 0 %s: %zu of %zu not", tag, n_bad, n_chk);
+    float *bufs[] = {qkv, dout, outr, dqr, att, attr, scr, scr2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) flip_free(bufs[i]);
+    for (int r = 0; r < 2; r++) { flip_free(out_b[r]); flip_free(dq_b[r]); }
+    flip_free(qkv_b); flip_free(again);
 }
 
 /* Fatal paths: flip_fatal calls the hook, which jumps back here. */
@@ -363,6 +460,23 @@ int main(void) {
     check_bf16(2, 49, 384, 6, NULL, 74);        /* ViT-S at mask 0.75 */
     check_bf16(4, 32, 192, 6, lens_text, 75);   /* text padding */
     check_bf16(2, 197, 128, 2, lens_197, 76);   /* T = 197 */
+    /* bf16 arithmetic kernel: T in {1, 16, 17, 49, 50, 64, 197, 256}, hd 64 and 32 */
+    static const int lensk_1[2] = {1, 1};
+    static const int lensk_16[3] = {16, 1, 9};
+    static const int lensk_17[3] = {17, 16, 5};
+    static const int lensk_49[2] = {49, 33};
+    static const int lensk_64[3] = {64, 63, 1};
+    static const int lensk_197[2] = {197, 100};
+    static const int lensk_256[2] = {256, 129};
+    check_bf16_kernel(2, 1, 128, 2, lensk_1, 80);    /* T = 1, hd 64 */
+    check_bf16_kernel(3, 16, 96, 3, lensk_16, 81);   /* hd 32, L 16/1/9 */
+    check_bf16_kernel(3, 17, 128, 2, lensk_17, 82);  /* odd T, L 17 (tail) / 16 / 5 */
+    check_bf16_kernel(2, 49, 384, 6, lensk_49, 83);  /* ViT-S mask 0.75, L 33 (tail) */
+    check_bf16_kernel(2, 50, 384, 6, NULL, 84);      /* T = 50 (2 tail keys) */
+    check_bf16_kernel(3, 64, 64, 2, lensk_64, 85);   /* hd 32, L 64/63/1 */
+    check_bf16_kernel(2, 197, 128, 2, lensk_197, 86); /* T = 197, L 100 (4 tail keys) */
+    check_bf16_kernel(2, 256, 64, 1, lensk_256, 87); /* T = 256, L 129 */
+    check_bf16_kernel(2, 32, 160, 2, NULL, 88);      /* hd 80: the widen path */
     check_threads(3, 50, 192, 3, NULL);
     check_threads(4, 32, 192, 3, lens_text);
     check_threads(2, 17, 160, 2, NULL);         /* fallback */
