@@ -679,7 +679,6 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
                            const float *x, const int *lens, int B, int T, const Ready *r) {
     FlipActs *A = m->acts;
     int M = B * T, C = tw->C, hid = tw->hidden, k = tw->block0 + l * BLK_COUNT;
-    size_t MC = (size_t)M * (size_t)C;
     if (m->bf16_acts) {
         block_backward_bf16(m, tw, l, b, x, lens, B, T, r);
         return;
@@ -688,7 +687,8 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
      * fc2's dh (and dbias) first, which do not need h; then GELU's output
      * recomputed and its backward in one pass (dpre in place over dh); then
      * fc2's dweight from h. The linear backwards store their input gradients
-     * (dh, dln, datty: no zeroing passes); LN backward adds into dres. */
+     * (dh, dln, datty) and attention its dqkv: no zeroing passes; LN backward
+     * adds into dres. */
     PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->dh, NULL, GRAD(m, k + BLK_FC2_B), A->dres, NULL,
                                          PARAM(m, k + BLK_FC2_W), M, hid, C));
     PROF(FLIP_PROF_GELU, o->gelu_fwd_bwd(A->h, A->dh, A->dh, b->pre, (size_t)M * (size_t)hid));
@@ -708,7 +708,6 @@ static void block_backward(FlipModel *m, const Ops *o, const Tower *tw, int l, c
     PROF(FLIP_PROF_MATMUL, o->linear_bwd(A->datty, GRAD(m, k + BLK_PROJ_W), GRAD(m, k + BLK_PROJ_B), A->dres, b->atty,
                   PARAM(m, k + BLK_PROJ_W), M, C, C));
     report(m, r, k + BLK_PROJ_W, k + BLK_PROJ_B);
-    zero(A->dqkv, 3 * MC);
     PROF(FLIP_PROF_ATTENTION, o->attn_bwd(A->dqkv, A->att_scr, A->n_att_scr, A->datty, b->qkv, lens, B, T, C, tw->H));
     /* recompute LN1's output */
     PROF(FLIP_PROF_LAYERNORM, o->ln_apply(A->ln, x, b->ln1_mean, b->ln1_rstd, PARAM(m, k + BLK_LN1_W),
