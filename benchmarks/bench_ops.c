@@ -14,7 +14,10 @@
  * Usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock]
  *                  [--precision fp32|bf16]
  * --precision bf16: the linear rows (and the oneDNN peak) run flip's bf16
- * matmul path, conversions included (dnnl_util.h); attention stays fp32.
+ * matmul path, conversions included (dnnl_util.h); the attention rows run
+ * attention_forward_b / _backward_b (bf16 qkv, out, dqkv; f32 dout) twice:
+ * "att-bf16" with the bf16 arithmetic kernel (what training uses; counted in
+ * BLOCK) and "att-widen" with it disabled (bf16 widened to f32, f32 kernel).
  * --cpu-clock times with process CPU time instead of wall time: with
  * OMP_NUM_THREADS=1 this is robust to other processes on a shared machine.
  * Run with OMP_NUM_THREADS set to the cores to use (2 here); other load on the
@@ -92,6 +95,7 @@ static void lin_bwd(void *p) {
 typedef struct {
     int B, T, C, H;
     float *qkv, *out, *dout, *dqkv, *scr;
+    uint16_t *qkv_b, *out_b, *dqkv_b; /* --precision bf16 */
     size_t n_scr;
 } AttCtx;
 
@@ -103,6 +107,16 @@ static void att_fwd(void *p) {
 static void att_bwd(void *p) {
     AttCtx *c = p;
     attention_backward(c->dqkv, c->scr, c->n_scr, c->dout, c->qkv, NULL, c->B, c->T, c->C, c->H);
+}
+
+static void att_fwd_b(void *p) {
+    AttCtx *c = p;
+    attention_forward_b(c->out_b, NULL, c->scr, c->n_scr, c->qkv_b, NULL, c->B, c->T, c->C, c->H);
+}
+
+static void att_bwd_b(void *p) {
+    AttCtx *c = p;
+    attention_backward_b(c->dqkv_b, c->scr, c->n_scr, c->dout, c->qkv_b, NULL, c->B, c->T, c->C, c->H);
 }
 
 /* ---- peaks ---- */
@@ -185,21 +199,41 @@ static void bench_preset(const char *preset, int B, int Np, int C, int H, double
             for (int i = 0; i < 10; i++) flip_free(bufs[i]);
         }
         {
-            AttCtx c = {B, N, C, H, 0, 0, 0, 0, 0, 0};
+            AttCtx c = {B, N, C, H, 0, 0, 0, 0, 0, 0, 0, 0, 0};
             size_t nq = (size_t)B * N * 3 * C, no = (size_t)B * N * C;
             c.n_scr = attention_scratch_floats(N, C, H, omp_get_max_threads());
             c.qkv = flip_malloc(nq * 4, "qkv"); c.out = flip_malloc(no * 4, "out");
             c.dout = flip_malloc(no * 4, "dout");
             c.dqkv = flip_malloc(nq * 4, "dqkv"); c.scr = flip_malloc(c.n_scr * 4, "scr");
             fill(c.qkv, nq, 8, 1.0); fill(c.dout, no, 9, 1.0); fill(c.dqkv, nq, 10, 0.0);
-            measure_local_peak(budget);
-            double tf = time_op(att_fwd, &c, budget), tb = time_op(att_bwd, &c, budget);
             /* model flops: backward's recompute of S (ff / 2) is not counted */
             double ff = 4.0 * B * (double)N * N * C, fb = 2 * ff;
             char shape[64];
             snprintf(shape, sizeof shape, "B%d T%d C%d H%d", B, N, C, H);
-            row(preset, masks[mi], "attention", shape, ff, tf, fb, tb);
-            tot_f += tf; tot_b += tb; tot_ff += ff; tot_fb += fb;
+            if (flip_get_precision() == FLIP_PRECISION_BF16) {
+                c.qkv_b = flip_malloc(nq * 2, "qkv_b"); c.out_b = flip_malloc(no * 2, "out_b");
+                c.dqkv_b = flip_malloc(nq * 2, "dqkv_b");
+                for (size_t i = 0; i < nq; i++) c.qkv_b[i] = flip_bf16_round(c.qkv[i]);
+                /* the widen path first, then the kernel (counted in BLOCK) */
+                int prev = attention_set_bf16_kernel(0);
+                measure_local_peak(budget);
+                double tf = time_op(att_fwd_b, &c, budget), tb = time_op(att_bwd_b, &c, budget);
+                row(preset, masks[mi], "att-widen", shape, ff, tf, fb, tb);
+                attention_set_bf16_kernel(1);
+                measure_local_peak(budget);
+                tf = time_op(att_fwd_b, &c, budget);
+                tb = time_op(att_bwd_b, &c, budget);
+                row(preset, masks[mi], attention_bf16_kernel_used(N, C, H) ? "att-bf16" : "att-bf16?", shape, ff, tf,
+                    fb, tb);
+                attention_set_bf16_kernel(prev);
+                tot_f += tf; tot_b += tb; tot_ff += ff; tot_fb += fb;
+                flip_free(c.qkv_b); flip_free(c.out_b); flip_free(c.dqkv_b);
+            } else {
+                measure_local_peak(budget);
+                double tf = time_op(att_fwd, &c, budget), tb = time_op(att_bwd, &c, budget);
+                row(preset, masks[mi], "attention", shape, ff, tf, fb, tb);
+                tot_f += tf; tot_b += tb; tot_ff += ff; tot_fb += fb;
+            }
             float *bufs[] = {c.qkv, c.out, c.dout, c.dqkv, c.scr};
             for (int i = 0; i < 5; i++) flip_free(bufs[i]);
         }

@@ -59,11 +59,35 @@
  * (`OMP_NUM_THREADS=1 bench_step --preset vit-s16 --batch 32`: 15.41 vs 15.44
  * user-s at mask 0.75, 45.8 vs 46.0 at 0); vit-s16 B 64 peak RSS 4022 -> 3285
  * MiB at mask 0 and 1401 -> 1353 at 0.75.
- * bf16 entry points (attention_forward_b / _backward_b): qkv arrives as bf16;
- * each head's q | k | v rows are widened into a contiguous f32 buffer of the
- * slice, the kernel runs on it, and out / dqkv are rounded to bf16 on the way
- * out (dqkv stored, not accumulated). Bitwise the bf16 rounding of the f32
- * entry points' results on the widened qkv (tested).
+ * bf16 entry points (attention_forward_b / _backward_b): qkv arrives as bf16,
+ * out and dqkv leave as bf16 (dqkv stored), dout is f32. Two paths:
+ * bf16 kernel (CPU with AVX512_BF16 at run time, hd % 32 == 0, T <= 256;
+ *   target attribute adds avx512bf16): bf16 products with f32 accumulation
+ *   by VDPBF16PS, as PyTorch autocast computes attention. Values are rounded
+ *   to bf16 (nearest even, VCVTNEPS2BF16) exactly at these points:
+ *     S = s (q k^T)            q, k bf16 as given; f32 sums (pairs over d), times s in f32
+ *     P = masked softmax(S)    f32 (the f32 kernel's softmax_rows)
+ *     out = bf16( bf16(P) v )  P rounded; f32 sums over key pairs; rounded on store
+ *   backward, P recomputed bitwise with the same calls:
+ *     dP = bf16(dout) v^T      dout rounded; f32 sums
+ *     dS = P * (dP - rowsum(dP * P))   f32
+ *     dQ = bf16( s (bf16(dS) k) ),  dK = bf16( s (bf16(dS)^T q) ),
+ *     dV = bf16( bf16(P)^T bf16(dout) )   f32 sums, s applied to the f32 sum
+ *   Per block: k (v) rows transposed as 32-bit words (d pairs) by transpose16
+ *   on the raw bits; k, v, q, bf16(dout) rows interleaved in row pairs
+ *   (key/query pairs); P / dS rows rounded per row tile, and for P^T / dS^T
+ *   written into row-pair interleaved buffers by masked 16-bit stores. The
+ *   same register tiles (up to 4 rows x 4 zmm, the A operand a broadcast
+ *   32-bit pair) and the same fixed order as the f32 kernel, so results do
+ *   not depend on the thread count. Measured vs the widen path (bench_ops
+ *   --precision bf16, 1 thread, CPU clock): vit-s16 B 64 fwd / bwd T 196
+ *   2.0x / 1.8x, T 98 1.35x / 1.75x, T 49 2.1x / 1.45x; tiny B 256 T 64
+ *   1.7x / 1.8x, T 32 2.1x / 1.8x, T 16 2.7x / 2.0x.
+ * widen path (otherwise, or attention_set_bf16_kernel(0)): each head's
+ *   q | k | v rows are widened into a contiguous f32 buffer of the slice, the
+ *   f32 kernel (or sgemm) runs on it, and out / dqkv are rounded to bf16 on
+ *   the way out. Bitwise the bf16 rounding of the f32 entry points' results on
+ *   the widened qkv (tested).
  * Reference twins: plain loops with double accumulation; backward recomputes P
  * the same way.
  */

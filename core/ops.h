@@ -150,10 +150,17 @@ void attention_forward(float *out, float *att, float *scratch, size_t n_scratch,
 void attention_backward(float *dqkv, float *scratch, size_t n_scratch, const float *dout,
                         const float *qkv, const int *lens, int B, int T, int C, int H);
 /* bf16 activations (--precision bf16): qkv_b (B, T, 3C) as bf16, what the qkv
- * linear writes; out_b = bf16 (nearest even) of attention_forward's out on the
- * widened qkv_b, bitwise. Backward stores dqkv_b = bf16 of what
- * attention_backward stores on the widened qkv_b; dout f32.
- * Scratch as above. */
+ * linear writes; out_b (B, T, C) bf16; backward stores dqkv_b (bf16, padded
+ * keys' dk / dv exactly 0); dout f32. Scratch as above.
+ * On a CPU with AVX512_BF16 and hd % 32 == 0, T <= 256 (the bf16 kernel,
+ * attention_bf16_kernel_used): bf16 products with f32 accumulation, like
+ * PyTorch autocast; rounded to bf16 (nearest even) exactly here: P before
+ * P v and P^T dout, dout before dout v^T and P^T dout, dS before dS k and
+ * dS^T q, and out / dq / dk / dv on store; S = s q k^T (exact bf16 products,
+ * f32 sums), the softmax, dS = P (dP - rowsum(dP P)) and the scale s in f32.
+ * Within TOL_ATT_BF16_* of the f32 reference on the same bf16 qkv (tested).
+ * Otherwise (widen path): out_b = bf16 of attention_forward's out on the
+ * widened qkv_b, dqkv_b = bf16 of attention_backward's dqkv, bitwise. */
 void attention_forward_b(uint16_t *out_b, float *att, float *scratch, size_t n_scratch, const uint16_t *qkv_b,
                          const int *lens, int B, int T, int C, int H);
 void attention_backward_b(uint16_t *dqkv_b, float *scratch, size_t n_scratch, const float *dout,

@@ -10,8 +10,14 @@
  * padded keys' dK / dV exactly 0), results are bitwise the same with 1 and 2 OpenMP threads, central
  * finite differences in double on the reference path, trust checks, a scratch
  * too small for the thread count is a fatal error. The bf16 entry points
- * (attention_forward_b / _backward_b) against the f32 ones on the widened
- * inputs: bitwise the bf16 rounding of their results, every element stored. */
+ * (attention_forward_b / _backward_b): on the widen path (bf16 kernel
+ * disabled) against the f32 ones on the widened inputs, bitwise the bf16
+ * rounding of their results, every element stored; the bf16 kernel (VDPBF16PS)
+ * against the double reference on the widened inputs within TOL_ATT_BF16_*
+ * (P within the fp32 tolerance), T in {1, 16, 17, 49, 50, 64, 197, 256}, hd 32
+ * and 64, ragged lengths (L = 1, odd L, tail keys), every element stored (NaN
+ * prefill), padded keys' dK / dV exactly 0, bitwise equal with 2 and 1
+ * threads and when called again; hd 80 checks it falls back. */
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
