@@ -302,13 +302,12 @@ ATT_INLINE __mmask16 lanes_below(int j0, int n) {
     return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1u);
 }
 
-/* One register tile: O[r][16c + l] (= or +=) sum_{k<K} A[r*sr + k*sk] * Bm[k*ldb + 16c + l]
+/* One register tile: O[r][16c + l] = sum_{k<K} A[r*sr + k*sk] * Bm[k*ldb + 16c + l]
  * for r < R, c < NC (R, NC compile-time after inlining). A is read by scalar
  * broadcasts with any strides (rows of P, or columns of P for P^T), Bm by
  * rows of 16-float vectors. */
 ATT_AVX512 ATT_INLINE void tile(float *O, size_t ldo, const float *A, size_t sr, size_t sk,
-                                const float *Bm, size_t ldb, int K, const int R, const int NC,
-                                int add) {
+                                const float *Bm, size_t ldb, int K, const int R, const int NC) {
     __m512 acc[ATT_MR][ATT_NR];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
@@ -331,8 +330,7 @@ ATT_AVX512 ATT_INLINE void tile(float *O, size_t ldo, const float *A, size_t sr,
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int c = 0; c < NC; c++) {
-            float *o = O + (size_t)r * ldo + 16 * c;
-            _mm512_storeu_ps(o, add ? _mm512_add_ps(_mm512_loadu_ps(o), acc[r][c]) : acc[r][c]);
+            _mm512_storeu_ps(O + (size_t)r * ldo + 16 * c, acc[r][c]);
         }
 }
 
@@ -343,9 +341,9 @@ static inline int tile_rows(int rem) {
     return rem >= 12 ? ATT_MR : first[rem];
 }
 
-/* O (M, 16 n16) (= or +=) A (M, K) Bm (K, 16 n16), A by strides (sr, sk), in tiles */
+/* O (M, 16 n16) = A (M, K) Bm (K, 16 n16), A by strides (sr, sk), in tiles */
 ATT_AVX512 static void tiles(float *O, size_t ldo, const float *A, size_t sr, size_t sk,
-                             const float *Bm, size_t ldb, int K, int M, int n16, int add) {
+                             const float *Bm, size_t ldb, int K, int M, int n16) {
     for (int r0 = 0, R; r0 < M; r0 += R) {
         R = tile_rows(M - r0);
         for (int c0 = 0; c0 < n16; c0 += ATT_NR) {
@@ -353,7 +351,7 @@ ATT_AVX512 static void tiles(float *O, size_t ldo, const float *A, size_t sr, si
             float *o = O + (size_t)r0 * ldo + 16 * (size_t)c0;
             const float *a = A + (size_t)r0 * sr;
             const float *b = Bm + 16 * (size_t)c0;
-#define ATT_TILE(r, c) case (r) * 8 + (c): tile(o, ldo, a, sr, sk, b, ldb, K, r, c, add); break
+#define ATT_TILE(r, c) case (r) * 8 + (c): tile(o, ldo, a, sr, sk, b, ldb, K, r, c); break
             switch (R * 8 + NC) {
                 ATT_TILE(1, 1); ATT_TILE(1, 2); ATT_TILE(1, 3); ATT_TILE(1, 4);
                 ATT_TILE(2, 1); ATT_TILE(2, 2); ATT_TILE(2, 3); ATT_TILE(2, 4);
@@ -466,7 +464,7 @@ ATT_AVX512 static void score_rows(float *Sb, int Lp, const float *q, size_t C3, 
                                   const float *k, int R, int L, int hd, float scale) {
     int j0 = L / 16 * 16, tail = L - j0 > 0 && L - j0 <= ATT_TAIL;
     int Lk = tail ? j0 : Lp;
-    tiles(Sb, (size_t)Lp, q, C3, 1, kT, (size_t)Lk, hd, R, Lk / 16, 0);
+    tiles(Sb, (size_t)Lp, q, C3, 1, kT, (size_t)Lk, hd, R, Lk / 16);
     if (tail) tail_cols(Sb, Lp, q, C3, k, C3, R, j0, L, hd, scale);
 }
 
@@ -513,7 +511,7 @@ ATT_AVX512 static void fwd_block(float *o, size_t C, float *att, const float *q,
                 for (int j = Lp; j < T; j++) p[j] = 0.0f;
             }
         /* out rows i0.. = P[:, :L] v[:L] */
-        tiles(o + (size_t)i0 * C, C, w->Sb, (size_t)Lp, 1, v, C3, L, R, hd / 16, 0);
+        tiles(o + (size_t)i0 * C, C, w->Sb, (size_t)Lp, 1, v, C3, L, R, hd / 16);
     }
 }
 
@@ -536,7 +534,7 @@ ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, size_t ldd, co
         score_rows(Sb, Lp, q + (size_t)i0 * C3, C3, w->kT, k, R, L, hd, scale);
         softmax_rows(P + (size_t)i0 * Lp, Sb, Lp, R, L);
         /* dP rows i0.. (R, Lp) = dout v^T */
-        tiles(Sb, (size_t)Lp, g + (size_t)i0 * C, C, 1, w->vT, (size_t)Lk, hd, R, Lk / 16, 0);
+        tiles(Sb, (size_t)Lp, g + (size_t)i0 * C, C, 1, w->vT, (size_t)Lk, hd, R, Lk / 16);
         if (tail) tail_cols(Sb, Lp, g + (size_t)i0 * C, C, v, C3, R, j0, L, hd, 1.0f);
         /* s dS = s P * (dP - rowsum(dP * P)); P is 0 beyond L, so is dS */
         for (int r = 0; r < R; r++) {
@@ -554,11 +552,11 @@ ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, size_t ldd, co
             }
         }
         /* dQ rows i0.. = (s dS)[:, :L] k[:L] */
-        tiles(dq + (size_t)i0 * ldd, ldd, dS + (size_t)i0 * Lp, (size_t)Lp, 1, k, C3, L, R, hd / 16, 0);
+        tiles(dq + (size_t)i0 * ldd, ldd, dS + (size_t)i0 * Lp, (size_t)Lp, 1, k, C3, L, R, hd / 16);
     }
     /* dV[:L] = P[:, :L]^T dout ; dK[:L] = (s dS)[:, :L]^T q ; padded keys 0 */
-    tiles(dv, ldd, P, 1, (size_t)Lp, g, C, T, L, hd / 16, 0);
-    tiles(dk, ldd, dS, 1, (size_t)Lp, q, C3, T, L, hd / 16, 0);
+    tiles(dv, ldd, P, 1, (size_t)Lp, g, C, T, L, hd / 16);
+    tiles(dk, ldd, dS, 1, (size_t)Lp, q, C3, T, L, hd / 16);
     zero_rows(dk, ldd, L, T, hd);
     zero_rows(dv, ldd, L, T, hd);
 }
