@@ -13,8 +13,12 @@
  * Usage: bench_step [--preset all|tiny|vit-s16|...] [--batch B] [--mask 0,0.5,0.75]
  *                   [--steps N] [--warmup N]
  *                   [--precision fp32|bf16] [--peak GFLOPS] [--peak-only]
+ *                   [--matmul-impl gemm|brgemm]
  * --precision bf16: linear-layer matmuls in bf16 with fp32 master weights
  * (dnnl_util.h); the measured peak is then the bf16 matmul's.
+ * --matmul-impl brgemm: oneDNN's first-choice matmul implementation instead
+ * of flip's default gemm:jit (flip_matmul_prefer_gemm), for comparisons; the
+ * peak is measured with the same choice.
  * Default (--preset all): tiny batch 256 and vit-s16 batch 64 at mask 0, 0.5,
  * 0.75 — the configurations of ../shared/peers/README.md. The PyTorch peer is
  * not quoted here: benchmarks/run measures it in the same run, side by side.
@@ -158,7 +162,7 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_step [--preset all|%s] [--batch B] [--mask 0,0.5,0.75] [--steps N] [--warmup N] [--precision fp32|bf16] [--peak GFLOPS] [--peak-only]\n",
+    fprintf(stderr, "usage: bench_step [--preset all|%s] [--batch B] [--mask 0,0.5,0.75] [--steps N] [--warmup N] [--precision fp32|bf16] [--peak GFLOPS] [--peak-only] [--matmul-impl gemm|brgemm]\n",
             flip_config_preset_names());
 }
 
@@ -192,6 +196,11 @@ int main(int argc, char **argv) {
             int pr = flip_precision_parse(v);
             FLIP_CHECK(pr >= 0, "bench_step: --precision '%s' unknown (use fp32 or bf16)", v);
             flip_set_precision((FlipPrecision)pr);
+        }
+        else if (strcmp(a, "--matmul-impl") == 0) {
+            FLIP_CHECK(strcmp(v, "gemm") == 0 || strcmp(v, "brgemm") == 0,
+                       "bench_step: --matmul-impl '%s' unknown (use gemm or brgemm)", v);
+            flip_matmul_prefer_gemm(strcmp(v, "gemm") == 0);
         }
         else {
             usage();

@@ -16,6 +16,7 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 _Noreturn void flip_dnnl_fatal(const char *file, int line, const char *call, dnnl_status_t st) {
@@ -41,6 +42,7 @@ enum { KIND_MATMUL = 1 };
 typedef struct {
     int kind;
     int bf16;  /* matmul: bf16 src/weights (FLIP_PRECISION_BF16) */
+    int prefer_gemm; /* g_prefer_gemm when created (pick_impl) */
     FlipMatmulSpec mm;
 } PrimKey;
 
@@ -104,7 +106,53 @@ static void make_md(dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims,
     DNNL_CHECK(dnnl_memory_desc_init_by_strides(md, nd, d, dt, st));
 }
 
-static void build_matmul(PrimEntry *e, const FlipMatmulSpec *s, int bf16) {
+/* Which oneDNN implementation runs a matmul. oneDNN 2.6 offers, in its order
+ * of preference, brgemm ("brg:avx512_core[_bf16]"), then its GEMM-based
+ * matmul ("gemm:jit", the tuned sgemm / gemm_bf16bf16f32 kernels), then
+ * "ref:any". flip takes gemm:jit when it is offered for the spec and falls
+ * back to oneDNN's first choice otherwise (g_prefer_gemm 0: always oneDNN's
+ * first choice). Not for a bf16 destination: gemm:jit then keeps an f32 copy
+ * of the whole M x N result in its scratchpad (vit-s16 B 64 bf16 peak RSS
+ * +140 MiB at mask 0, +44 MiB at 0.75), so those stay on brgemm. Measured on the 2-core Zen 4, 1 thread, CPU clock,
+ * bench_ops (`--matmul-impl brgemm` vs `gemm`, two interleaved rounds), the
+ * sum of a transformer block's linears:
+ *   vit-s16 fp32 backward  mask 0: 1140 / 1072 -> 1016 / 1038 ms, 0.5: 541 /
+ *                          529 -> 478 / 482, 0.75: 264 -> 240 (forward equal)
+ *   vit-s16 bf16           fwd 0.75: 74 / 69 -> 66 / 66 ms, bwd 159 / 151 ->
+ *                          134 / 136; mask 0 bwd 663 / 660 -> 615 / 580
+ *   tiny fp32 backward     mask 0: 419 / 415 -> 372 / 373 ms
+ * (brgemm reads the transposed dout of dweight through strides and loses
+ * most there; the forward with its fused bias is about equal.) The choice is
+ * fixed per spec, so results stay bitwise reproducible run to run. */
+static int g_prefer_gemm = 1;
+
+void flip_matmul_prefer_gemm(int on) { g_prefer_gemm = on != 0; }
+
+static dnnl_primitive_desc_t pick_impl(const dnnl_matmul_desc_t *desc, const_dnnl_primitive_attr_t attr,
+                                       int prefer_gemm) {
+    dnnl_engine_t eng = flip_dnnl_engine();
+    dnnl_primitive_desc_t pd;
+    if (prefer_gemm) {
+        dnnl_primitive_desc_iterator_t it;
+        DNNL_CHECK(dnnl_primitive_desc_iterator_create(&it, desc, attr, eng, NULL));
+        do {
+            dnnl_primitive_desc_t cand = dnnl_primitive_desc_iterator_fetch(it);
+            FLIP_CHECK(cand != NULL, "oneDNN: dnnl_primitive_desc_iterator_fetch returned no descriptor");
+            const char *impl = NULL;
+            DNNL_CHECK(dnnl_primitive_desc_query(cand, dnnl_query_impl_info_str, 0, &impl));
+            if (impl && strncmp(impl, "gemm:", 5) == 0) {
+                DNNL_CHECK(dnnl_primitive_desc_iterator_destroy(it));
+                return cand;
+            }
+            DNNL_CHECK(dnnl_primitive_desc_destroy(cand));
+        } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+        DNNL_CHECK(dnnl_primitive_desc_iterator_destroy(it));
+    }
+    DNNL_CHECK(dnnl_primitive_desc_create(&pd, desc, attr, eng, NULL));
+    return pd;
+}
+
+static void build_matmul(PrimEntry *e, const FlipMatmulSpec *s, int bf16, int prefer_gemm) {
     dnnl_engine_t eng = flip_dnnl_engine();
     int nd = s->ndims;
     dnnl_data_type_t in_dt = bf16 ? dnnl_bf16 : dnnl_f32;
@@ -136,8 +184,7 @@ static void build_matmul(PrimEntry *e, const FlipMatmulSpec *s, int bf16) {
         DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
         DNNL_CHECK(dnnl_post_ops_destroy(po));
     }
-    dnnl_primitive_desc_t pd;
-    DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL));
+    dnnl_primitive_desc_t pd = pick_impl(&desc, attr, prefer_gemm);
     DNNL_CHECK(dnnl_primitive_attr_destroy(attr));
     entry_finish(e, pd);
 
@@ -161,7 +208,7 @@ static PrimEntry *cache_get(const PrimKey *k) {
     }
     memset(e, 0, sizeof *e);
     e->key = *k;
-    build_matmul(e, &k->mm, k->bf16);
+    build_matmul(e, &k->mm, k->bf16, k->prefer_gemm);
     e->used = 1;
     g_count++;
     return e;
@@ -349,6 +396,7 @@ static void matmul_key(PrimKey *k, const FlipMatmulSpec *s) {
     k->mm.wei_bf16 = s->wei_bf16;
     k->mm.dst_bf16 = s->dst_bf16;
     k->bf16 = g_precision == FLIP_PRECISION_BF16;
+    k->prefer_gemm = g_prefer_gemm && !s->dst_bf16;
 }
 
 void flip_matmul_mixed(const FlipMatmulSpec *s, void *dst, const void *src, const void *wei,

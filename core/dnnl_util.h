@@ -57,8 +57,14 @@ void flip_matmul(const FlipMatmulSpec *s, float *dst, const float *src, const fl
 /* The same with operands of the types the spec's *_bf16 flags name. */
 void flip_matmul_mixed(const FlipMatmulSpec *s, void *dst, const void *src, const void *wei,
                        const float *bias);
-/* oneDNN's implementation name chosen for a spec ("brg:avx512_core", "ref:any", ...) */
+/* oneDNN's implementation name chosen for a spec ("gemm:jit", "brg:avx512_core", ...) */
 const char *flip_matmul_impl(const FlipMatmulSpec *s);
+/* 1 (default): matmuls run oneDNN's GEMM-based implementation ("gemm:jit")
+ * where oneDNN offers it for the spec and the destination is f32, else
+ * oneDNN's first choice; 0: always
+ * oneDNN's first choice (brgemm on AVX-512). Measured in dnnl_util.c; the
+ * cache keys on it, so benchmarks can compare both in one process. */
+void flip_matmul_prefer_gemm(int on);
 
 /* Matmul precision of flip_matmul (a process-wide switch, set once at start
  * by flip-train / bench_step --precision; the primitive cache keys on it).
