@@ -14,6 +14,8 @@
 
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <omp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +57,7 @@ typedef struct {
     int arg_ids[MAX_ARGS];
     dnnl_memory_t mem[MAX_ARGS];
     char impl[48];
+    int gemm_jit;  /* runs oneDNN's gemm:jit: executed with async signals blocked */
 } PrimEntry;
 
 static PrimEntry *g_table = NULL;
@@ -93,6 +96,7 @@ static void entry_finish(PrimEntry *e, dnnl_primitive_desc_t pd) {
     const char *impl = NULL;
     DNNL_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
     snprintf(e->impl, sizeof e->impl, "%s", impl ? impl : "?");
+    e->gemm_jit = impl && strncmp(impl, "gemm:", 5) == 0;
     DNNL_CHECK(dnnl_primitive_create(&e->prim, pd));
     DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
 }
@@ -214,6 +218,42 @@ static PrimEntry *cache_get(const PrimKey *k) {
     return e;
 }
 
+/* Signals and gemm:jit. oneDNN 2.6's JIT GEMM kernels point rsp into a heap
+ * workspace while they run (fixed upstream in 2026, uxlfoundation/oneDNN
+ * #4845 / #4855; Debian ships 2.6.3), so a signal handler running on a thread
+ * inside such a kernel writes its frame into the heap. flip-train handles
+ * SIGTERM / SIGUSR1 (Slurm preemption) and profilers send SIGPROF: measured,
+ * 4 of 6 tiny runs killed with SIGTERM mid-training aborted with "corrupted
+ * size vs. prev_size". So every gemm:jit execution runs with the asynchronous
+ * signals blocked: the OpenMP worker threads block them for good (they never
+ * need to handle one; the process-directed signal goes to the main thread or
+ * another thread instead), the calling thread only for the duration of the
+ * call (a pending signal is delivered right after, ~1 us of syscalls per
+ * call). tests/core/test_matmul_signals.c fires signals at every thread
+ * during gemm:jit matmuls and checks heap and results. */
+static sigset_t g_async_sigs;
+static int g_async_sigs_ready = 0, g_blocked_team = 0;
+
+static void async_sigset(void) {
+    if (g_async_sigs_ready) return;
+    sigfillset(&g_async_sigs);
+    const int sync_sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t i = 0; i < sizeof sync_sigs / sizeof sync_sigs[0]; i++) sigdelset(&g_async_sigs, sync_sigs[i]);
+    g_async_sigs_ready = 1;
+}
+
+/* each thread of a team of omp_get_max_threads() other than the caller blocks
+ * the async signals for good; again whenever the team grows */
+static void block_signals_in_workers(void) {
+    int nt = omp_get_max_threads();
+    if (g_blocked_team >= nt) return;
+#pragma omp parallel num_threads(nt)
+    {
+        if (omp_get_thread_num() != 0) pthread_sigmask(SIG_BLOCK, &g_async_sigs, NULL);
+    }
+    g_blocked_team = nt;
+}
+
 static void entry_run(PrimEntry *e, void *const *handles) {
     dnnl_exec_arg_t args[MAX_ARGS];
     for (int i = 0; i < e->n_args; i++) {
@@ -222,8 +262,15 @@ static void entry_run(PrimEntry *e, void *const *handles) {
         args[i].memory = e->mem[i];
     }
     dnnl_stream_t st = flip_dnnl_stream();
+    sigset_t old;
+    if (e->gemm_jit) {
+        async_sigset();
+        FLIP_CHECK(pthread_sigmask(SIG_BLOCK, &g_async_sigs, &old) == 0, "pthread_sigmask failed");
+        block_signals_in_workers();
+    }
     DNNL_CHECK(dnnl_primitive_execute(e->prim, st, e->n_args, args));
     DNNL_CHECK(dnnl_stream_wait(st));
+    if (e->gemm_jit) FLIP_CHECK(pthread_sigmask(SIG_SETMASK, &old, NULL) == 0, "pthread_sigmask failed");
 }
 
 /* ---- precision ---- */

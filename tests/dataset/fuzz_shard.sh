@@ -56,7 +56,7 @@ for art in "$work"/crash-* "$work"/timeout-* "$work"/oom-* "$work"/leak-*; do
   [ -e "$art" ] || continue
   "$work/fuzz_shard" -timeout=10 -rss_limit_mb=2048 "$art" >"$art.report" 2>&1
   top=$(awk '/ERROR: |runtime error:|deadly signal|timeout after/ {on=1} on && /^ *#[0-9]+ /' "$art.report" |
-        grep -vE '__interceptor_|__asan|__sanitizer|__ubsan|libclang_rt|fuzzer::|/libc\.so|/libc-|sysdeps/|in __(mem|str)|in (memcpy|memmove|memset|strlen|free|malloc|calloc|realloc)\b|__libc_|_start' |
+        grep -vE '__interceptor_|__asan|__sanitizer|__ubsan|libclang_rt|fuzzer::|/libc\.so|/libc-|sysdeps/|in __(mem|str)|in (memcpy|memmove|memset|strlen|strdup|strndup|strcpy|strncpy|free|malloc|calloc|realloc)\b|__libc_|_start' |
         head -n 1)
   if ! grep -qE "ERROR: |runtime error:|deadly signal|timeout after" "$art.report"; then
     # crashed only after earlier inputs in the same process: the state left
