@@ -96,7 +96,7 @@ static void entry_finish(PrimEntry *e, dnnl_primitive_desc_t pd) {
     const char *impl = NULL;
     DNNL_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
     snprintf(e->impl, sizeof e->impl, "%s", impl ? impl : "?");
-    e->gemm_jit = impl && strncmp(impl, "gemm:", 5) == 0;
+    e->gemm_jit = impl && strstr(impl, "gemm:") != NULL; /* 3.x names it "x64:gemm:jit" */
     DNNL_CHECK(dnnl_primitive_create(&e->prim, pd));
     DNNL_CHECK(dnnl_primitive_desc_destroy(pd));
 }
@@ -144,7 +144,7 @@ static dnnl_primitive_desc_t pick_impl(const dnnl_matmul_desc_t *desc, const_dnn
             FLIP_CHECK(cand != NULL, "oneDNN: dnnl_primitive_desc_iterator_fetch returned no descriptor");
             const char *impl = NULL;
             DNNL_CHECK(dnnl_primitive_desc_query(cand, dnnl_query_impl_info_str, 0, &impl));
-            if (impl && strncmp(impl, "gemm:", 5) == 0) {
+            if (impl && strstr(impl, "gemm:") != NULL) {
                 DNNL_CHECK(dnnl_primitive_desc_iterator_destroy(it));
                 return cand;
             }
@@ -224,13 +224,19 @@ static PrimEntry *cache_get(const PrimKey *k) {
  * inside such a kernel writes its frame into the heap. flip-train handles
  * SIGTERM / SIGUSR1 (Slurm preemption) and profilers send SIGPROF: measured,
  * 4 of 6 tiny runs killed with SIGTERM mid-training aborted with "corrupted
- * size vs. prev_size". So every gemm:jit execution runs with the asynchronous
- * signals blocked: the OpenMP worker threads block them for good (they never
- * need to handle one; the process-directed signal goes to the main thread or
- * another thread instead), the calling thread only for the duration of the
- * call (a pending signal is delivered right after, ~1 us of syscalls per
- * call). tests/core/test_matmul_signals.c fires signals at every thread
- * during gemm:jit matmuls and checks heap and results. */
+ * size vs. prev_size". Two layers:
+ *  - flip-train calls flip_block_async_signals() in main before the OpenMP
+ *    pool, the loader or oneDNN exist, so every thread that can run a kernel
+ *    inherits the blocked mask; a dedicated thread takes the signals
+ *    (launch/train.c). This covers every JIT GEMM, also dnnl_sgemm in the
+ *    attention fallback.
+ *  - for other programs, each gemm:jit matmul here runs with the async
+ *    signals blocked in the calling thread and blocks them in the OpenMP
+ *    workers of the current team size (best effort: libgomp may replace a
+ *    worker after a smaller team, and that thread then starts with the
+ *    caller's unblocked mask). ~1 us of syscalls per call.
+ * tests/core/test_matmul_signals.c fires signals at every thread during
+ * gemm:jit matmuls and checks heap and results. */
 static sigset_t g_async_sigs;
 static int g_async_sigs_ready = 0, g_blocked_team = 0;
 
@@ -242,8 +248,14 @@ static void async_sigset(void) {
     g_async_sigs_ready = 1;
 }
 
+void flip_block_async_signals(void) {
+    async_sigset();
+    int rc = pthread_sigmask(SIG_BLOCK, &g_async_sigs, NULL);
+    FLIP_CHECK(rc == 0, "pthread_sigmask failed: %s", strerror(rc));
+}
+
 /* each thread of a team of omp_get_max_threads() other than the caller blocks
- * the async signals for good; again whenever the team grows */
+ * the async signals for good (see above for the limits) */
 static void block_signals_in_workers(void) {
     int nt = omp_get_max_threads();
     if (g_blocked_team >= nt) return;

@@ -65,6 +65,13 @@ const char *flip_matmul_impl(const FlipMatmulSpec *s);
  * oneDNN's first choice (brgemm on AVX-512). Measured in dnnl_util.c; the
  * cache keys on it, so benchmarks can compare both in one process. */
 void flip_matmul_prefer_gemm(int on);
+/* Blocks the asynchronous signals (all but SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+ * SIGTRAP, SIGABRT, SIGSYS) in the calling thread; threads it creates later
+ * inherit the mask. oneDNN 2.6's JIT GEMM kernels point rsp into the heap, so
+ * a signal handler must never run on a thread inside one (dnnl_util.c): a
+ * program that handles signals calls this in main before any thread that may
+ * run a kernel exists, and takes the signals on a thread of its own. */
+void flip_block_async_signals(void);
 
 /* Matmul precision of flip_matmul (a process-wide switch, set once at start
  * by flip-train / bench_step --precision; the primitive cache keys on it).
@@ -72,8 +79,9 @@ void flip_matmul_prefer_gemm(int on);
  * even) into grow-only scratch buffers owned here and multiplied by oneDNN's
  * bf16 matmul (avx512_core_bf16) with f32 accumulation, f32 bias and f32
  * output (and f32 sum post-op), so master weights, gradients, LayerNorm,
- * softmax and the loss stay fp32. The attention core (dnnl_sgemm per head)
- * stays fp32. flip_precision_parse returns -1 for an unknown name. */
+ * softmax and the loss stay fp32. The attention core has its own kernels
+ * (core/attention.c; bf16 products with f32 accumulation and an f32 softmax
+ * on AVX512-BF16 CPUs). flip_precision_parse returns -1 for an unknown name. */
 typedef enum { FLIP_PRECISION_FP32 = 0, FLIP_PRECISION_BF16 = 1 } FlipPrecision;
 void flip_set_precision(FlipPrecision p);
 FlipPrecision flip_get_precision(void);

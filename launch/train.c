@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +32,20 @@ static volatile sig_atomic_t g_signal = 0;
 
 static void on_signal(int sig) { g_signal = sig; }
 
+/* The thread that takes the process's asynchronous signals: the only one
+ * of ours that leaves them unblocked (MPI's own threads, started earlier,
+ * may take one too; no compute kernel runs on either). */
+static void *signal_thread(void *arg) {
+    (void)arg;
+    for (;;) pause();
+    return NULL;
+}
+
+/* SIGTERM / SIGUSR1 set g_signal; the step loop checkpoints and exits.
+ * Handlers never run on a compute thread: a handler frame pushed while
+ * oneDNN's JIT GEMM runs lands in the heap (dnnl_util.c), so the signal
+ * thread is started first, then the main thread blocks the async signals and
+ * every thread it creates later (OpenMP pool, loader) inherits that. */
 void train_install_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -39,6 +54,12 @@ void train_install_signals(void) {
     sa.sa_flags = SA_RESTART;
     FLIP_CHECK(sigaction(SIGTERM, &sa, NULL) == 0, "sigaction(SIGTERM) failed: %s", strerror(errno));
     FLIP_CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "sigaction(SIGUSR1) failed: %s", strerror(errno));
+    pthread_t th;
+    int rc = pthread_create(&th, NULL, signal_thread, NULL);
+    FLIP_CHECK(rc == 0, "pthread_create (signal thread) failed: %s", strerror(rc));
+    rc = pthread_detach(th);
+    FLIP_CHECK(rc == 0, "pthread_detach (signal thread) failed: %s", strerror(rc));
+    flip_block_async_signals();
 }
 
 static double now_s(void) {

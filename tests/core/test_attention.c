@@ -135,7 +135,7 @@ static void check_shape(int B, int T, int C, int H, const int *lens, uint64_t se
     for (size_t i = 0; i < nqkv; i++) e[i] = (double)dq0[i];
     snprintf(what, sizeof what, "attention bwd dqkv (stored into NaN) %s", tag);
     test_close(what, dq, e, nqkv, TOL_OP_ATOL, TOL_OP_RTOL);
-    /* the same values as the former contract (+= into a zeroed dqkv) */
+    /* stored over a zeroed dqkv: the same values as over NaN (nothing is read back) */
     {
         float *z = flip_calloc(nqkv, sizeof(float), "dq zeroed");
         attention_backward(z, scr, nscr, dout, qkv, lens, B, T, C, H);

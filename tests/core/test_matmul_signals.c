@@ -10,7 +10,10 @@
  * result must equal, bitwise, the one computed before the firing started, and
  * the signals must actually have been delivered. Without the blocking, this
  * aborted with "corrupted size vs. prev_size" or a bad free within the first
- * iterations. */
+ * iterations. This covers dnnl_util.c's per-call blocking (the layer for
+ * programs that did not call flip_block_async_signals); flip-train's
+ * process-wide blocking with a signal thread is covered by
+ * tests/launch/test_train_resume.sh (SIGTERM mid-run, then bit-exact resume). */
 #include <omp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -99,7 +102,9 @@ int main(void) {
     s.src_dims[0] = j.M; s.src_dims[1] = j.OC; s.src_strides[0] = j.OC; s.src_strides[1] = 1;
     s.wei_dims[0] = j.OC; s.wei_dims[1] = j.IC; s.wei_strides[0] = j.IC; s.wei_strides[1] = 1;
     s.dst_dims[0] = j.M; s.dst_dims[1] = j.IC; s.dst_strides[0] = j.IC; s.dst_strides[1] = 1;
-    printf("# linear backward's dinp matmul runs %s\n", flip_matmul_impl(&s));
+    const char *impl = flip_matmul_impl(&s);
+    TEST_CHECK(strstr(impl, "gemm:") != NULL, "linear backward's dinp matmul runs oneDNN's gemm:jit (%s): the "
+               "kernel this test is about", impl);
     float *y0 = copy_of(j.y, ny), *dx0 = copy_of(j.dx, nx), *dw0 = copy_of(j.dw, nw);
 
 #pragma omp parallel
