@@ -35,9 +35,7 @@
  *
  * Threading: one contiguous range per OpenMP thread (multiples of 16 floats),
  * serial below GELU_PAR_MIN elements. gelu_backward adds (+=) into dinp;
- * gelu_backward_store writes dinp = GELU'(inp) dout (no read of dinp);
- * gelu_forward_backward writes both GELU(inp) and that dinp in one pass (the
- * block backward's recompute of fc1's activation fused with its backward).
+ * gelu_backward_store writes dinp = GELU'(inp) dout (no read of dinp).
  * bf16 activations (_b: bf16 inp; _bb: bf16 inp and bf16 dinp): the same
  * element functions on the widened values, rounded to nearest even
  * (flip_bf16_round) where the output is bf16.
@@ -172,20 +170,8 @@ static void gelu_backward_store_bb_range(uint16_t *dinp, const float *dout, cons
     for (size_t i = 0; i < n; i++) dinp[i] = flip_bf16_round(dout[i] * gelu_deriv(flip_bf16_widen(inp[i])));
 }
 
-/* both at once (the block backward's recompute of GELU's output and its
- * backward): e and R(a) evaluated once per element. dinp may be dout itself
- * (each element reads dout[i] before writing dinp[i]). */
-FLIP_SIMD_CLONES
-static void gelu_forward_backward_range(float *out, float *dinp, const float *dout, const float *inp, size_t n) {
-#pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i], a = fabsf(x);
-        float e = gelu_exp2_neg((a * a) * GELU_MHALF_LOG2E), m = gelu_mills(a);
-        out[i] = gelu_value_from(x, a, e, m);
-        dinp[i] = dout[i] * gelu_deriv_from(x, a, e, m);
-    }
-}
-
+/* both at once (the bf16 block backward's recompute of GELU's output and its
+ * backward): e and R(a) evaluated once per element */
 FLIP_SIMD_CLONES
 static void gelu_forward_backward_bb_range(uint16_t *out, uint16_t *dinp, const float *dout, const uint16_t *inp,
                                            size_t n) {
@@ -249,10 +235,6 @@ void gelu_backward_store_bb(uint16_t *dinp, const float *dout, const uint16_t *i
     GELU_SPLIT(n, gelu_backward_store_bb_range(dinp + lo_, dout + lo_, inp + lo_, len_));
 }
 
-void gelu_forward_backward(float *out, float *dinp, const float *dout, const float *inp, size_t n) {
-    GELU_SPLIT(n, gelu_forward_backward_range(out + lo_, dinp + lo_, dout + lo_, inp + lo_, len_));
-}
-
 void gelu_forward_backward_bb(uint16_t *out, uint16_t *dinp, const float *dout, const uint16_t *inp, size_t n) {
     GELU_SPLIT(n, gelu_forward_backward_bb_range(out + lo_, dinp + lo_, dout + lo_, inp + lo_, len_));
 }
@@ -279,15 +261,5 @@ void gelu_backward_store_ref(float *dinp, const float *dout, const float *inp, s
         double cdf = 0.5 * (1.0 + erf(x * GELU_INV_SQRT2));
         double pdf = GELU_INV_SQRT_2PI * exp(-0.5 * x * x);
         dinp[i] = (float)(dout[i] * (cdf + x * pdf));
-    }
-}
-
-void gelu_forward_backward_ref(float *out, float *dinp, const float *dout, const float *inp, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        double x = inp[i];
-        double cdf = 0.5 * (1.0 + erf(x * GELU_INV_SQRT2));
-        double pdf = GELU_INV_SQRT_2PI * exp(-0.5 * x * x);
-        out[i] = (float)(0.5 * x * (1.0 + erf(x * GELU_INV_SQRT2))); /* gelu_forward_ref's expression */
-        dinp[i] = (float)(dout[i] * (cdf + x * pdf)); /* after reading dout[i]: dinp may be dout */
     }
 }

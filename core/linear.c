@@ -20,8 +20,6 @@
  * uses (linear_gelu_forward calls it), so the model can drop `out` after
  * forward and recompute it bit for bit in backward (activation memory):
  * gelu_forward is elementwise, so thread count and split never change a bit.
- * (The model's block backward recomputes it with gelu_forward_backward, which
- * is bitwise gelu_forward's output.)
  * bf16 activations (precision bf16): _b takes a bf16 inp, _bb also a bf16
  * dout (dweight then multiplies two bf16 operands with no conversion at all;
  * dbias sums the widened dout in bias_grad's order). Results equal the f32

@@ -9,7 +9,7 @@
  * saved, then params, dims. Backward ADDS into every gradient output (+=),
  * except where an op says it STORES (=) its input gradient: the linear ops
  * (every linear_*backward*), attention_backward* (dqkv) and the GELU
- * *_store / gelu_forward_backward variants (each input gradient is written
+ * *_store variants (each input gradient is written
  * once per block, so the model neither zeroes it nor has the op read it
  * back). Parameter gradients always add. A NULL gradient output means "not needed" (skipped).
  * Weights use PyTorch's nn.Linear layout: weight (OC, IC), out = inp W^T + b.
@@ -54,8 +54,8 @@ void linear_backward_bb(float *dinp, float *dweight, float *dbias, const uint16_
 /* Fused linear + exact GELU (MLP fc1): pre (M, OC) = inp W^T + b (saved for
  * backward), out (M, OC) = GELU(pre). Backward: dpre = GELU'(pre) * dout, then
  * linear backward (dinp stored). scratch: M*OC floats for dpre. The model's
- * block backward uses the pieces instead (linear_backward, then
- * gelu_forward_backward, which also recomputes out). */
+ * block backward uses the pieces instead (linear_backward for dinp and
+ * dbias, linear_gelu_activation, gelu_backward_store in place, then dweight). */
 void linear_gelu_forward(float *out, float *pre, const float *inp, const float *weight,
                          const float *bias, int M, int IC, int OC);
 void linear_gelu_backward(float *dinp, float *dweight, float *dbias, float *scratch,
@@ -106,13 +106,6 @@ void gelu_backward_ref(float *dinp, const float *dout, const float *inp, size_t 
 /* dinp = GELU'(inp) * dout, overwriting dinp (never read): the dpre of
  * linear_gelu_backward in one pass (no zeroing, no read of dinp) */
 void gelu_backward_store(float *dinp, const float *dout, const float *inp, size_t n);
-/* out = GELU(inp) (bitwise gelu_forward's) and dinp = GELU'(inp) * dout
- * (gelu_backward_store's formula; one FMA may contract differently, <= 1 ulp)
- * in one pass, the shared terms evaluated once: the block backward's
- * recompute of fc1's activation fused with its backward. dinp may be dout
- * itself (in place); it is stored, never read. */
-void gelu_forward_backward(float *out, float *dinp, const float *dout, const float *inp, size_t n);
-void gelu_forward_backward_ref(float *out, float *dinp, const float *dout, const float *inp, size_t n);
 /* bf16 activations: out (bf16) = GELU(inp (bf16)) rounded to nearest even;
  * dinp = GELU'(inp (bf16)) * dout (overwrites). The same element functions as
  * gelu_forward / gelu_backward_store on the widened values. */
