@@ -492,6 +492,29 @@ ATT_AVX512 static void softmax_rows(float *dst, const float *Sb, int Lp, int R, 
     }
 }
 
+/* rows i0..i0+R of the optional P copy att (T, T) from the P rows in Sb (row
+ * stride Lp); columns Lp..T 0 */
+static void copy_p_rows(float *att, int T, const float *Sb, int Lp, int i0, int R) {
+    for (int r = 0; r < R; r++) {
+        float *p = att + (size_t)(i0 + r) * T;
+        memcpy(p, Sb + (size_t)r * Lp, (size_t)(Lp < T ? Lp : T) * sizeof(float));
+        for (int j = Lp; j < T; j++) p[j] = 0.0f;
+    }
+}
+
+/* one row of alpha dS = (alpha P) * (dP - rowsum(dP * P)), 16 nL floats (P
+ * is 0 past L, so is dS); ds may be dp (in place). alpha 1 multiplies exactly. */
+ATT_AVX512 ATT_INLINE void ds_row(float *ds, const float *p, const float *dp, int nL, float alpha) {
+    __m512 dot = _mm512_setzero_ps(), va = _mm512_set1_ps(alpha);
+    for (int c = 0; c < nL; c++)
+        dot = _mm512_fmadd_ps(_mm512_load_ps(p + 16 * c), _mm512_load_ps(dp + 16 * c), dot);
+    __m512 rs = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+    for (int c = 0; c < nL; c++) {
+        __m512 pv = _mm512_load_ps(p + 16 * c);
+        _mm512_store_ps(ds + 16 * c, _mm512_mul_ps(_mm512_mul_ps(pv, va), _mm512_sub_ps(_mm512_load_ps(dp + 16 * c), rs)));
+    }
+}
+
 /* forward of one (b, h): q, k, v (T, hd) with row stride C3, o (T, hd) row
  * stride C; att (T, T) optional copy of P */
 ATT_AVX512 static void fwd_block(float *o, size_t C, float *att, const float *q, const float *k,
@@ -504,12 +527,7 @@ ATT_AVX512 static void fwd_block(float *o, size_t C, float *att, const float *q,
         R = tile_rows(T - i0);
         score_rows(w->Sb, Lp, q + (size_t)i0 * C3, C3, w->kT, k, R, L, hd, scale);
         softmax_rows(w->Sb, w->Sb, Lp, R, L);
-        if (att)
-            for (int r = 0; r < R; r++) {
-                float *p = att + (size_t)(i0 + r) * T;
-                memcpy(p, w->Sb + (size_t)r * Lp, (size_t)(Lp < T ? Lp : T) * sizeof(float));
-                for (int j = Lp; j < T; j++) p[j] = 0.0f;
-            }
+        if (att) copy_p_rows(att, T, w->Sb, Lp, i0, R);
         /* out rows i0.. = P[:, :L] v[:L] */
         tiles(o + (size_t)i0 * C, C, w->Sb, (size_t)Lp, 1, v, C3, L, R, hd / 16);
     }
@@ -527,7 +545,6 @@ ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, size_t ldd, co
     float *P = w->P, *dS = w->dS, *Sb = w->Sb;
     transpose_rows(w->kT, k, C3, tail ? j0 : L, Lk, hd, scale);
     transpose_rows(w->vT, v, C3, tail ? j0 : L, Lk, hd, 1.0f);
-    __m512 vs = _mm512_set1_ps(scale);
     for (int i0 = 0, R; i0 < T; i0 += R) {
         R = tile_rows(T - i0);
         /* P rows i0.., as forward computed them */
@@ -537,20 +554,8 @@ ATT_AVX512 static void bwd_block(float *dq, float *dk, float *dv, size_t ldd, co
         tiles(Sb, (size_t)Lp, g + (size_t)i0 * C, C, 1, w->vT, (size_t)Lk, hd, R, Lk / 16);
         if (tail) tail_cols(Sb, Lp, g + (size_t)i0 * C, C, v, C3, R, j0, L, hd, 1.0f);
         /* s dS = s P * (dP - rowsum(dP * P)); P is 0 beyond L, so is dS */
-        for (int r = 0; r < R; r++) {
-            const float *dp = Sb + (size_t)r * Lp;
-            const float *p = P + (size_t)(i0 + r) * Lp;
-            float *ds = dS + (size_t)(i0 + r) * Lp;
-            __m512 dot = _mm512_setzero_ps();
-            for (int c = 0; c < nL; c++)
-                dot = _mm512_fmadd_ps(_mm512_load_ps(p + 16 * c), _mm512_load_ps(dp + 16 * c), dot);
-            __m512 rs = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
-            for (int c = 0; c < nL; c++) {
-                __m512 pv = _mm512_load_ps(p + 16 * c);
-                __m512 d = _mm512_mul_ps(_mm512_mul_ps(pv, vs), _mm512_sub_ps(_mm512_load_ps(dp + 16 * c), rs));
-                _mm512_store_ps(ds + 16 * c, d);
-            }
-        }
+        for (int r = 0; r < R; r++)
+            ds_row(dS + (size_t)(i0 + r) * Lp, P + (size_t)(i0 + r) * Lp, Sb + (size_t)r * Lp, nL, scale);
         /* dQ rows i0.. = (s dS)[:, :L] k[:L] */
         tiles(dq + (size_t)i0 * ldd, ldd, dS + (size_t)i0 * Lp, (size_t)Lp, 1, k, C3, L, R, hd / 16);
     }
@@ -783,12 +788,7 @@ ATT_BF16 static void fwd_block_b(uint16_t *o, size_t C, float *att, const uint16
         R = tile_rows(T - i0);
         score_rows_b(w->Sb, Lp, q + (size_t)i0 * C3, C3, w->kP, k, R, L, hd, scale);
         softmax_rows(w->Sb, w->Sb, Lp, R, L);
-        if (att)
-            for (int r = 0; r < R; r++) {
-                float *p = att + (size_t)(i0 + r) * T;
-                memcpy(p, w->Sb + (size_t)r * Lp, (size_t)(Lp < T ? Lp : T) * sizeof(float));
-                for (int j = Lp; j < T; j++) p[j] = 0.0f;
-            }
+        if (att) copy_p_rows(att, T, w->Sb, Lp, i0, R);
         /* out rows i0.. = bf16(P) v */
         round_rows_b(w->Pr, (size_t)Lp, w->Sb, (size_t)Lp, R, Lp);
         tiles_b(o + (size_t)i0 * C, 1, C, (const uint32_t *)(const void *)w->Pr, (size_t)Lp / 2, 1, vP,
@@ -828,13 +828,7 @@ ATT_BF16 static void bwd_block_b(uint16_t *dq, uint16_t *dk, uint16_t *dv, size_
         for (int r = 0; r < R; r++) {
             const float *p = Sb + (size_t)r * Lp;
             float *d = Db + (size_t)r * Lp;
-            __m512 dot = _mm512_setzero_ps();
-            for (int c = 0; c < nL; c++)
-                dot = _mm512_fmadd_ps(_mm512_load_ps(p + 16 * c), _mm512_load_ps(d + 16 * c), dot);
-            __m512 rs = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
-            for (int c = 0; c < nL; c++)
-                _mm512_store_ps(d + 16 * c, _mm512_mul_ps(_mm512_load_ps(p + 16 * c),
-                                                          _mm512_sub_ps(_mm512_load_ps(d + 16 * c), rs)));
+            ds_row(d, p, d, nL, 1.0f);
             put_pair_row(w->PI, Lp, i0 + r, p);
             put_pair_row(w->dSI, Lp, i0 + r, d);
         }
