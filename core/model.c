@@ -8,7 +8,8 @@
  * Image tower: kept patches only -> patch_embed -> + sin-cos(kept index) ->
  *   blocks (no padding) -> LN -> mean over N -> proj (no bias) -> L2 norm.
  * Text tower: token + position embedding -> blocks with a key padding mask
- *   (lens) -> LN -> mean over the valid tokens -> proj (no bias) -> L2 norm.
+ *   (lens) -> LN -> mean over the valid tokens -> proj (no bias) -> L2 norm;
+ *   run on the batch's longest caption, Te = max lens <= T positions.
  *
  * Backward runs in exact reverse. Forward saves per block the LN inputs and
  * their mean/rstd, qkv, the attention output and the fc1 pre-activation; the
@@ -579,9 +580,20 @@ static void text_forward(FlipModel *m, const Ops *o, const int32_t *tokens, cons
         FLIP_CHECK(lens[b] >= 1 && lens[b] <= T,
                    "text forward: caption %d has length %d, outside [1, %d]: fix the shard or loader",
                    b, lens[b], T);
-    memcpy(A->tokens, tokens, (size_t)B * (size_t)T * sizeof(int32_t));
+    /* The tower runs on the batch's longest caption, Te = max lens <= T: a
+     * padded position is never attended (key padding) and never pooled, so
+     * the positions past every caption's end cannot change the loss and their
+     * gradients are exactly 0. Only the summation order of weight gradients
+     * over fewer (zero) rows differs from running all T. */
+    int Te = 1;
+    for (int b = 0; b < B; b++)
+        if (lens[b] > Te) Te = lens[b];
+    for (int b = 0; b < B; b++)
+        memcpy(A->tokens + (size_t)b * Te, tokens + (size_t)b * T, (size_t)Te * sizeof(int32_t));
     memcpy(A->lens, lens, (size_t)B * sizeof(int));
-    PROF(FLIP_PROF_EMBED, o->emb_fwd(A->txt.x0, A->tokens, PARAM(m, tw.embed0), PARAM(m, tw.embed0 + 1), B, T, c->text_width,
+    A->txt.T = Te;
+    A->txt.M = B * Te;
+    PROF(FLIP_PROF_EMBED, o->emb_fwd(A->txt.x0, A->tokens, PARAM(m, tw.embed0), PARAM(m, tw.embed0 + 1), B, Te, c->text_width,
                c->vocab));
     tower_forward(m, o, &tw, &A->txt, A->lens);
 }
@@ -762,7 +774,7 @@ void flip_model_backward(FlipModel *m, const float *dimg, const float *dtxt,
     /* text tower (later in the arena) first */
     Tower tt = tower_text(c);
     tower_backward(m, o, &tt, &A->txt, dtxt, A->lens, &r);
-    PROF(FLIP_PROF_EMBED, o->emb_bwd(GRAD(m, tt.embed0), GRAD(m, tt.embed0 + 1), A->dres, A->tokens, m->B, c->context,
+    PROF(FLIP_PROF_EMBED, o->emb_bwd(GRAD(m, tt.embed0), GRAD(m, tt.embed0 + 1), A->dres, A->tokens, m->B, A->txt.T,
                c->text_width, c->vocab));
     report(m, &r, tt.embed0, tt.embed0 + 1);
     /* image tower; pixels and the fixed position table take no gradient */

@@ -49,9 +49,10 @@ typedef struct {
 } Batch;
 
 /* Synthetic batch: random pixels; caption lengths spanning 1..T (sample 0
- * full, sample 1 length 1, others random); valid tokens random in [1, V),
+ * full, sample 1 length 1, others random), or 1..T-2 with short_caps (the
+ * text tower then runs on T-2 positions); valid tokens random in [1, V),
  * padding id 0; masks from flip_mask_keep (step 1, index b). */
-static void batch_init(Batch *bt, const FlipModel *m, int B, float mask, uint64_t seed) {
+static void batch_init(Batch *bt, const FlipModel *m, int B, float mask, uint64_t seed, int short_caps) {
     const FlipConfig *c = &m->cfg;
     memset(bt, 0, sizeof(*bt));
     bt->B = B;
@@ -67,7 +68,8 @@ static void batch_init(Batch *bt, const FlipModel *m, int B, float mask, uint64_
     rng_init(&r, seed, FLIP_RNG_TEST, 1, 0);
     for (size_t i = 0; i < img_bytes; i++) bt->images[i] = (uint8_t)rng_below(&r, 256);
     for (int b = 0; b < B; b++) {
-        int len = b == 0 ? bt->T : b == 1 ? 1 : 1 + (int)rng_below(&r, (uint32_t)bt->T);
+        int lmax = short_caps ? bt->T - 2 : bt->T;
+        int len = b == 0 ? lmax : b == 1 ? 1 : 1 + (int)rng_below(&r, (uint32_t)lmax);
         bt->lens[b] = len;
         for (int t = 0; t < bt->T; t++)
             bt->tokens[(size_t)b * bt->T + t] =
@@ -335,6 +337,37 @@ static void invariances(FlipModel *m, Batch *bt, const char *label) {
     flip_model_encode_text(m, bt->tokens, bt->lens, m->txt_emb);
     flip_free(tok2);
 
+    /* The text tower runs on the batch's longest caption only: a caption's
+     * embedding must not depend on how long the batch's longest caption is.
+     * Captions cut to at most T-1 (so the tower runs on <= T-1 positions),
+     * then the same batch with the last caption made full length (T
+     * positions): every other caption's embedding agrees. */
+    {
+        int B = bt->B, T = bt->T, D = c->embed_dim;
+        int *lens2 = flip_malloc((size_t)B * sizeof(int), "lens");
+        float *ea = flip_malloc(BD * sizeof(float), "emb short");
+        for (int b = 0; b < B; b++) lens2[b] = bt->lens[b] < T ? bt->lens[b] : T - 1;
+        flip_model_encode_text(m, bt->tokens, lens2, ea);
+        int32_t *tok3 = flip_malloc((size_t)B * T * sizeof(int32_t), "tokens");
+        memcpy(tok3, bt->tokens, (size_t)B * T * sizeof(int32_t));
+        for (int t = 0; t < T; t++) tok3[(size_t)(B - 1) * T + t] = 1 + (int32_t)((5 * t + 2) % (c->vocab - 1));
+        lens2[B - 1] = T;
+        flip_model_encode_text(m, tok3, lens2, m->txt_emb);
+        double maxabs = 0.0, maxdiff = 0.0;
+        for (size_t i = 0; i < (size_t)(B - 1) * D; i++) {
+            maxabs = fmax(maxabs, fabs((double)ea[i]));
+            maxdiff = fmax(maxdiff, fabs((double)ea[i] - (double)m->txt_emb[i]));
+        }
+        TEST_CHECK(B >= 2 && T >= 2 && maxabs > 0.0 && maxdiff <= TOL_MODEL_TEXT_TRUNC_REL * maxabs,
+                   "%s: text embeddings of %d captions (<= %d tokens) agree whether the batch's longest "
+                   "caption has %d or %d tokens: max diff %.3g (max |e| %.3g)",
+                   label, B - 1, T - 1, T - 1, T, maxdiff, maxabs);
+        flip_model_encode_text(m, bt->tokens, bt->lens, m->txt_emb);
+        flip_free(lens2);
+        flip_free(ea);
+        flip_free(tok3);
+    }
+
     flip_model_forward_image(m, bt->images, bt->keep);
     memcpy(e0, m->img_emb, BD * sizeof(float));
     if (bt->keep) {
@@ -440,14 +473,17 @@ static double now_s(void) {
 }
 
 /* All checks for one config and mask ratio. */
+/* short_caps: every caption shorter than the context (the text tower runs on
+ * fewer positions than T) */
 static void run_suite(const FlipConfig *cfg, int B, float mask, int fd_single, int n_rand,
-                      int fd_fast, const char *label_base) {
+                      int fd_fast, int short_caps, const char *label_base) {
     char label[96];
-    snprintf(label, sizeof(label), "%s mask %.2f B %d", label_base, (double)mask, B);
+    snprintf(label, sizeof(label), "%s mask %.2f B %d%s", label_base, (double)mask, B,
+             short_caps ? " short captions" : "");
     FlipModel m;
     flip_model_init(&m, cfg, 1234);
     Batch bt;
-    batch_init(&bt, &m, B, mask, 99);
+    batch_init(&bt, &m, B, mask, 99, short_caps);
     flip_model_plan(&m, B, bt.N);
     size_t n = m.n_params;
     float *g_ref = flip_malloc(n * sizeof(float), "g_ref");
@@ -508,14 +544,14 @@ int main(void) {
     small.context = 8;
     small.embed_dim = 16;
     const float masks[3] = {0.0f, 0.5f, 0.75f};
-    for (int i = 0; i < 3; i++) run_suite(&small, 5, masks[i], 1, 8, 0, "reduced");
+    for (int i = 0; i < 3; i++) run_suite(&small, 5, masks[i], 1, 8, 0, i == 1, "reduced");
     /* grayscale, 28 x 28 with patch 7 (the demo's Fashion-MNIST shape class) */
     FlipConfig gray = small;
     snprintf(gray.name, sizeof(gray.name), "gray");
     gray.channels = 1;
     gray.image_size = 28;
     gray.patch = 7;
-    run_suite(&gray, 4, 0.5f, 1, 8, 0, "gray 28/7");
+    run_suite(&gray, 4, 0.5f, 1, 8, 0, 1, "gray 28/7");
 
     /* the real tiny preset, B 2, mask 0.75: the analytic gradient is the _ref
      * backward, but the FD losses run through the FAST forward — a _ref tower
@@ -525,6 +561,6 @@ int main(void) {
      * coordinate plus 3 random ones). */
     FlipConfig tiny;
     if (flip_config_preset(&tiny, "tiny") != 0) FLIP_FATAL("tiny preset missing");
-    run_suite(&tiny, 2, 0.75f, 0, 3, 1, "tiny");
+    run_suite(&tiny, 2, 0.75f, 0, 3, 1, 0, "tiny");
     return test_finish();
 }
