@@ -12,10 +12,11 @@
  * just before the row (pk1024); BLOCK rows use the mean of their rows' peaks.
  *
  * Usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock]
- *                  [--precision fp32|bf16] [--matmul-impl gemm|brgemm]
- * --matmul-impl brgemm: oneDNN's first-choice matmul implementation instead of
- * flip's default, its gemm:jit where offered (flip_matmul_prefer_gemm; the
- * peak rows use the same choice).
+ *                  [--precision fp32|bf16] [--matmul-impl auto|gemm|brgemm]
+ * --matmul-impl gemm|brgemm: every f32-destination matmul on oneDNN's gemm:jit,
+ * or on its first choice (brgemm), instead of flip's default choice per
+ * product (auto; flip_matmul_set_impl in dnnl_util.h); the peak rows use the
+ * same choice.
  * --precision bf16: the linear rows (and the oneDNN peak) run flip's bf16
  * matmul path, conversions included (dnnl_util.h); the attention rows run
  * attention_forward_b / _backward_b (bf16 qkv, out, dqkv; f32 dout) twice:
@@ -262,11 +263,11 @@ int main(int argc, char **argv) {
         }
         else if (!strcmp(argv[i], "--matmul-impl") && i + 1 < argc) {
             const char *v = argv[++i];
-            FLIP_CHECK(!strcmp(v, "gemm") || !strcmp(v, "brgemm"),
-                       "bench_ops: --matmul-impl '%s' unknown (use gemm or brgemm)", v);
-            flip_matmul_prefer_gemm(!strcmp(v, "gemm"));
+            int mi = flip_matmul_impl_parse(v);
+            FLIP_CHECK(mi >= 0, "bench_ops: --matmul-impl '%s' unknown (use auto, gemm or brgemm)", v);
+            flip_matmul_set_impl((FlipMatmulImpl)mi);
         }
-        else FLIP_FATAL("bench_ops: unknown argument '%s'; usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock] [--precision fp32|bf16] [--matmul-impl gemm|brgemm]", argv[i]);
+        else FLIP_FATAL("bench_ops: unknown argument '%s'; usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock] [--precision fp32|bf16] [--matmul-impl auto|gemm|brgemm]", argv[i]);
     }
     FLIP_CHECK(budget > 0, "bench_ops: --seconds must be > 0");
     FLIP_CHECK(g_clock == CLOCK_MONOTONIC || omp_get_max_threads() == 1,

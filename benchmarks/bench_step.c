@@ -13,11 +13,12 @@
  * Usage: bench_step [--preset all|tiny|vit-s16|...] [--batch B] [--mask 0,0.5,0.75]
  *                   [--steps N] [--warmup N]
  *                   [--precision fp32|bf16] [--peak GFLOPS] [--peak-only]
- *                   [--matmul-impl gemm|brgemm]
+ *                   [--matmul-impl auto|gemm|brgemm]
  * --precision bf16: linear-layer matmuls in bf16 with fp32 master weights
  * (dnnl_util.h); the measured peak is then the bf16 matmul's.
- * --matmul-impl brgemm: oneDNN's first-choice matmul implementation instead
- * of flip's default gemm:jit (flip_matmul_prefer_gemm), for comparisons; the
+ * --matmul-impl gemm|brgemm: every f32-destination matmul on oneDNN's gemm:jit,
+ * or on its first choice (brgemm), instead of flip's default choice per
+ * product (auto; flip_matmul_set_impl in dnnl_util.h), for comparisons; the
  * peak is measured with the same choice.
  * Default (--preset all): tiny batch 256 and vit-s16 batch 64 at mask 0, 0.5,
  * 0.75 — the configurations of ../shared/peers/README.md. The PyTorch peer is
@@ -162,7 +163,7 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_step [--preset all|%s] [--batch B] [--mask 0,0.5,0.75] [--steps N] [--warmup N] [--precision fp32|bf16] [--peak GFLOPS] [--peak-only] [--matmul-impl gemm|brgemm]\n",
+    fprintf(stderr, "usage: bench_step [--preset all|%s] [--batch B] [--mask 0,0.5,0.75] [--steps N] [--warmup N] [--precision fp32|bf16] [--peak GFLOPS] [--peak-only] [--matmul-impl auto|gemm|brgemm]\n",
             flip_config_preset_names());
 }
 
@@ -198,9 +199,9 @@ int main(int argc, char **argv) {
             flip_set_precision((FlipPrecision)pr);
         }
         else if (strcmp(a, "--matmul-impl") == 0) {
-            FLIP_CHECK(strcmp(v, "gemm") == 0 || strcmp(v, "brgemm") == 0,
-                       "bench_step: --matmul-impl '%s' unknown (use gemm or brgemm)", v);
-            flip_matmul_prefer_gemm(strcmp(v, "gemm") == 0);
+            int mi = flip_matmul_impl_parse(v);
+            FLIP_CHECK(mi >= 0, "bench_step: --matmul-impl '%s' unknown (use auto, gemm or brgemm)", v);
+            flip_matmul_set_impl((FlipMatmulImpl)mi);
         }
         else {
             usage();

@@ -44,7 +44,7 @@ enum { KIND_MATMUL = 1 };
 typedef struct {
     int kind;
     int bf16;  /* matmul: bf16 src/weights (FLIP_PRECISION_BF16) */
-    int prefer_gemm; /* g_prefer_gemm when created (pick_impl) */
+    int prefer_gemm; /* prefer_gemm() when created (pick_impl) */
     FlipMatmulSpec mm;
 } PrimKey;
 
@@ -114,8 +114,9 @@ static void make_md(dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims,
  * of preference, brgemm ("brg:avx512_core[_bf16]"), then its GEMM-based
  * matmul ("gemm:jit", the tuned sgemm / gemm_bf16bf16f32 kernels), then
  * "ref:any". flip takes gemm:jit when it is offered for the spec and falls
- * back to oneDNN's first choice otherwise (g_prefer_gemm 0: always oneDNN's
- * first choice). Not for a bf16 destination: gemm:jit then keeps an f32 copy
+ * back to oneDNN's first choice otherwise (FLIP_MATMUL_BRGEMM: always oneDNN's
+ * first choice; FLIP_MATMUL_AUTO, the default, also keeps fp32 fc2-like
+ * forwards on more than one thread there, see prefer_gemm). Not for a bf16 destination: gemm:jit then keeps an f32 copy
  * of the whole M x N result in its scratchpad (vit-s16 B 64 bf16 peak RSS
  * +140 MiB at mask 0, +44 MiB at 0.75), so those stay on brgemm. Measured on the 2-core Zen 4, 1 thread, CPU clock,
  * bench_ops (`--matmul-impl brgemm` vs `gemm`, two interleaved rounds), the
@@ -128,9 +129,41 @@ static void make_md(dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims,
  * (brgemm reads the transposed dout of dweight through strides and loses
  * most there; the forward with its fused bias is about equal.) The choice is
  * fixed per spec, so results stay bitwise reproducible run to run. */
-static int g_prefer_gemm = 1;
+static FlipMatmulImpl g_matmul_impl = FLIP_MATMUL_AUTO;
 
-void flip_matmul_prefer_gemm(int on) { g_prefer_gemm = on != 0; }
+void flip_matmul_set_impl(FlipMatmulImpl mode) { g_matmul_impl = mode; }
+
+int flip_matmul_impl_parse(const char *name) {
+    if (strcmp(name, "auto") == 0) return FLIP_MATMUL_AUTO;
+    if (strcmp(name, "gemm") == 0) return FLIP_MATMUL_GEMM;
+    if (strcmp(name, "brgemm") == 0) return FLIP_MATMUL_BRGEMM;
+    return -1;
+}
+
+/* FLIP_MATMUL_AUTO: a linear layer's forward (x W^T: the weight operand read
+ * transposed) whose input is wider than its output (K > N: the MLP's fc2) in
+ * fp32 on more than one thread stays on oneDNN's first choice: gemm:jit splits
+ * it poorly across 2 threads. 2 threads, wall clock, bench_ops forward rows,
+ * two interleaved rounds each, gemm:jit -> brgemm (ms):
+ *   vit-s16 fc2 3136x1536->384  22.7 / 22.2 -> 17.5 / 20.2
+ *   text    fc2 2048x1024->256   7.6 /  7.3 ->  5.1 /  5.1
+ *   tiny    fc2 16384x768->192  29.7 / 40.6 -> 25.9 / 23.8
+ *           fc2 8192x768->192   13.3 / 13.7 -> 12.3 / 11.9
+ *   tiny text fc2 8192x512->128  6.7 /  6.8 ->  6.1 /  5.6
+ * The other forwards do not gain (qkv, N = 3K, loses 5-15 % on brgemm:
+ * tiny 4096x192->576 4.8 / 4.6 -> 5.6 / 5.1; proj, K = N, goes either way),
+ * on one thread gemm:jit's forward is as fast or 2-3 % faster (CPU clock,
+ * vit-s16 block forwards at mask 0: 480 / 477 vs 495 / 493 ms), and in bf16
+ * all forwards on brgemm were slower (vit-s16 mask 0.75 block: 33.9 / 33.9 vs
+ * 36.8 / 35.4 ms), so those keep gemm:jit. The choice is in the cache key and
+ * fixed per spec and thread count. */
+static int prefer_gemm(const FlipMatmulSpec *s, int bf16) {
+    if (s->dst_bf16 || g_matmul_impl == FLIP_MATMUL_BRGEMM) return 0;
+    if (g_matmul_impl == FLIP_MATMUL_GEMM) return 1;
+    int linear_forward = s->ndims == 2 && s->wei_strides[0] == 1 && s->wei_strides[1] != 1;
+    int narrowing = s->src_dims[1] > s->dst_dims[1];
+    return !(linear_forward && narrowing && !bf16 && omp_get_max_threads() > 1);
+}
 
 static dnnl_primitive_desc_t pick_impl(const dnnl_matmul_desc_t *desc, const_dnnl_primitive_attr_t attr,
                                        int prefer_gemm) {
@@ -455,7 +488,7 @@ static void matmul_key(PrimKey *k, const FlipMatmulSpec *s) {
     k->mm.wei_bf16 = s->wei_bf16;
     k->mm.dst_bf16 = s->dst_bf16;
     k->bf16 = g_precision == FLIP_PRECISION_BF16;
-    k->prefer_gemm = g_prefer_gemm && !s->dst_bf16;
+    k->prefer_gemm = prefer_gemm(s, k->bf16);
 }
 
 void flip_matmul_mixed(const FlipMatmulSpec *s, void *dst, const void *src, const void *wei,

@@ -59,12 +59,20 @@ void flip_matmul_mixed(const FlipMatmulSpec *s, void *dst, const void *src, cons
                        const float *bias);
 /* oneDNN's implementation name chosen for a spec ("gemm:jit", "brg:avx512_core", ...) */
 const char *flip_matmul_impl(const FlipMatmulSpec *s);
-/* 1 (default): matmuls run oneDNN's GEMM-based implementation ("gemm:jit")
- * where oneDNN offers it for the spec and the destination is f32, else
- * oneDNN's first choice; 0: always
- * oneDNN's first choice (brgemm on AVX-512). Measured in dnnl_util.c; the
- * cache keys on it, so benchmarks can compare both in one process. */
-void flip_matmul_prefer_gemm(int on);
+/* Which oneDNN implementation runs matmuls with an f32 destination (bf16
+ * destinations always take oneDNN's first choice, brgemm):
+ *   FLIP_MATMUL_AUTO (default): oneDNN's GEMM-based implementation
+ *     ("gemm:jit") where offered, except fp32 linear forwards (weight read
+ *     transposed) with more inputs than outputs (fc2) on more than one OpenMP
+ *     thread, which take oneDNN's first choice (brgemm on AVX-512);
+ *   FLIP_MATMUL_GEMM: gemm:jit wherever offered;
+ *   FLIP_MATMUL_BRGEMM: always oneDNN's first choice.
+ * Measured in dnnl_util.c; the cache keys on the outcome, so benchmarks can
+ * compare the modes in one process. */
+typedef enum { FLIP_MATMUL_AUTO, FLIP_MATMUL_GEMM, FLIP_MATMUL_BRGEMM } FlipMatmulImpl;
+void flip_matmul_set_impl(FlipMatmulImpl mode);
+/* "auto", "gemm", "brgemm" -> the mode; -1 for anything else */
+int flip_matmul_impl_parse(const char *name);
 /* Blocks the asynchronous signals (all but SIGSEGV, SIGBUS, SIGFPE, SIGILL,
  * SIGTRAP, SIGABRT, SIGSYS) in the calling thread; threads it creates later
  * inherit the mask. oneDNN 2.6's JIT GEMM kernels point rsp into the heap, so
