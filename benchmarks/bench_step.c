@@ -110,8 +110,12 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
     Rng r;
     rng_init(&r, 2, FLIP_RNG_TEST, 0, 0);
     for (size_t i = 0; i < img_bytes; i++) images[i] = (uint8_t)rng_below(&r, 256);
+    /* caption lengths in (T/2, T], the first one T: the text tower runs on the
+     * longest caption of the batch (model.c), so every step computes all T
+     * positions like the peer (whose captions fill the context) and the FLOP
+     * count (which assumes T) is the work done */
     for (int b = 0; b < B; b++) {
-        lens[b] = T / 2 + (int)rng_below(&r, (uint32_t)(T - T / 2)) + 1;
+        lens[b] = b == 0 ? T : T / 2 + (int)rng_below(&r, (uint32_t)(T - T / 2)) + 1;
         if (lens[b] > T) lens[b] = T;
         for (int t = 0; t < T; t++)
             tokens[(size_t)b * T + t] = t < lens[b] ? 1 + (int32_t)rng_below(&r, (uint32_t)(cfg.vocab - 1)) : 0;
