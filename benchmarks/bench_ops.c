@@ -1,6 +1,8 @@
 /* bench_ops.c — GFLOP/s of flip's matmul ops (linear fwd/bwd, linear+GELU,
  * attention fwd/bwd) on the transformer-block shapes of the ViT-S/16 and tiny
- * presets at mask ratios 0 / 0.5 / 0.75, next to an sgemm peak of the same
+ * presets at mask ratios 0 / 0.5 / 0.75, and of their text towers (rows
+ * s16-text, tiny-txt: all T tokens valid, no key padding mask), next to an
+ * sgemm peak of the same
  * machine (oneDNN f32 matmul 2048^3 through the same primitive cache, and
  * OpenBLAS cblas_sgemm 2048^3).
  *
@@ -13,7 +15,8 @@
  *
  * Usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock]
  *                  [--precision fp32|bf16] [--matmul-impl auto|gemm|brgemm]
- * --matmul-impl gemm|brgemm: every f32-destination matmul on oneDNN's gemm:jit,
+ * --matmul-impl gemm|brgemm: every f32-destination matmul on oneDNN's gemm:jit
+ * (where offered),
  * or on its first choice (brgemm), instead of flip's default choice per
  * product (auto; flip_matmul_set_impl in dnnl_util.h); the peak rows use the
  * same choice.

@@ -16,7 +16,8 @@
  *                   [--matmul-impl auto|gemm|brgemm]
  * --precision bf16: linear-layer matmuls in bf16 with fp32 master weights
  * (dnnl_util.h); the measured peak is then the bf16 matmul's.
- * --matmul-impl gemm|brgemm: every f32-destination matmul on oneDNN's gemm:jit,
+ * --matmul-impl gemm|brgemm: every f32-destination matmul on oneDNN's gemm:jit
+ * (where offered),
  * or on its first choice (brgemm), instead of flip's default choice per
  * product (auto; flip_matmul_set_impl in dnnl_util.h), for comparisons; the
  * peak is measured with the same choice.
@@ -116,7 +117,6 @@ static Result run_config(const char *preset, int B, float mask, int steps, int w
      * count (which assumes T) is the work done */
     for (int b = 0; b < B; b++) {
         lens[b] = b == 0 ? T : T / 2 + (int)rng_below(&r, (uint32_t)(T - T / 2)) + 1;
-        if (lens[b] > T) lens[b] = T;
         for (int t = 0; t < T; t++)
             tokens[(size_t)b * T + t] = t < lens[b] ? 1 + (int32_t)rng_below(&r, (uint32_t)(cfg.vocab - 1)) : 0;
     }

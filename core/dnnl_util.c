@@ -3,10 +3,12 @@
  *
  * Cache: open-addressing hash table keyed by the raw bytes of a zero-padded
  * key struct (kind + matmul spec + precision), allocated at first use and
- * doubled when half full (only while new shapes appear, i.e. in the first step
- * for a given mask ratio — never in steady state). Each entry owns its
- * primitive and the memory objects that wrap the caller's pointers; they live
- * until process exit (shapes are static per run).
+ * doubled when half full (only while new shapes appear: in the first step for
+ * a given mask ratio, and the first time a batch's longest caption has a new
+ * length, since the text tower runs on that many positions: at most context
+ * values, about 12 matmul shapes each). Each entry owns its primitive and the
+ * memory objects that wrap the caller's pointers; they live until process
+ * exit.
  */
 #include "dnnl_util.h"
 
@@ -156,7 +158,9 @@ int flip_matmul_impl_parse(const char *name) {
  * vit-s16 block forwards at mask 0: 480 / 477 vs 495 / 493 ms), and in bf16
  * all forwards on brgemm were slower (vit-s16 mask 0.75 block: 33.9 / 33.9 vs
  * 36.8 / 35.4 ms), so those keep gemm:jit. The choice is in the cache key and
- * fixed per spec and thread count. */
+ * fixed per spec and thread count. Measured on fc2 shapes at 2 threads only;
+ * the rule also moves the other narrowing forwards (patch embedding 768->384,
+ * the output projections) and applies at any thread count above 1. */
 static int prefer_gemm(const FlipMatmulSpec *s, int bf16) {
     if (s->dst_bf16 || g_matmul_impl == FLIP_MATMUL_BRGEMM) return 0;
     if (g_matmul_impl == FLIP_MATMUL_GEMM) return 1;
@@ -435,8 +439,9 @@ static void convert_operands(uint16_t *bs, const float *src, size_t ns, uint16_t
     }
 }
 
-/* grow-only bf16 scratch for the matmul operands: sized at the first step of
- * each shape, never in steady state; lives until process exit */
+/* grow-only bf16 scratch for the matmul operands: grows only when a larger
+ * shape appears (the first step, or a longer longest caption than so far);
+ * lives until process exit */
 static uint16_t *g_bf16_buf[2];
 static size_t g_bf16_cap[2];
 

@@ -63,8 +63,9 @@ const char *flip_matmul_impl(const FlipMatmulSpec *s);
  * destinations always take oneDNN's first choice, brgemm):
  *   FLIP_MATMUL_AUTO (default): oneDNN's GEMM-based implementation
  *     ("gemm:jit") where offered, except fp32 linear forwards (weight read
- *     transposed) with more inputs than outputs (fc2) on more than one OpenMP
- *     thread, which take oneDNN's first choice (brgemm on AVX-512);
+ *     transposed) with more inputs than outputs (fc2, patch embedding, output
+ *     projections) on more than one OpenMP thread, which take oneDNN's first
+ *     choice (brgemm on AVX-512);
  *   FLIP_MATMUL_GEMM: gemm:jit wherever offered;
  *   FLIP_MATMUL_BRGEMM: always oneDNN's first choice.
  * Measured in dnnl_util.c; the cache keys on the outcome, so benchmarks can

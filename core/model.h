@@ -100,7 +100,9 @@ typedef struct {
 void flip_model_init(FlipModel *m, const FlipConfig *cfg, uint64_t seed);
 void flip_model_free(FlipModel *m);
 /* (Re)plans activations for local batch B and N kept patches (N = Np: unmasked).
- * Setup only: allocates. Nothing else in forward/backward allocates. The
+ * Setup only: allocates. Forward/backward allocate nothing themselves; the
+ * matmul primitive cache (dnnl_util.c) grows when a new shape appears (the
+ * first step, or a batch whose longest caption has a new length). The
  * attention scratch is sized for omp_get_max_threads() at this call: raising
  * the thread count later needs a new plan (forward fails with that message). */
 void flip_model_plan(FlipModel *m, int B, int N);
