@@ -131,9 +131,13 @@ static double tower_flops(double n, double w, double depth, double r) {
 }
 
 double flip_config_train_flops(const FlipConfig *c, float mask_ratio) {
+    return flip_config_train_flops_at(c, mask_ratio, c->context);
+}
+
+double flip_config_train_flops_at(const FlipConfig *c, float mask_ratio, int text_positions) {
     double N = flip_config_num_kept(c, mask_ratio);
     double P = (double)c->patch * c->patch * c->channels;
-    double C = c->width, Ct = c->text_width, T = c->context, D = c->embed_dim;
+    double C = c->width, Ct = c->text_width, T = text_positions, D = c->embed_dim;
     double r = c->mlp_ratio;
     double f = 2.0 * N * P * C;                       /* patch embedding, kept rows only */
     f += tower_flops(N, C, c->depth, r);

@@ -452,6 +452,7 @@ void flip_model_plan(FlipModel *m, int B, int N) {
                "flip_model_plan: batch %d too large for 32-bit row counts: use a smaller local batch", B);
     acts_free(m);
     const FlipConfig *c = &m->cfg;
+    m->text_positions = c->context;
     FlipActs *A = flip_calloc(1, sizeof(FlipActs), "activation layout");
     A->vis.blocks = flip_calloc((size_t)c->depth, sizeof(BlockActs), "image block activations");
     A->txt.blocks = flip_calloc((size_t)c->text_depth, sizeof(BlockActs), "text block activations");
@@ -593,6 +594,7 @@ static void text_forward(FlipModel *m, const Ops *o, const int32_t *tokens, cons
     memcpy(A->lens, lens, (size_t)B * sizeof(int));
     A->txt.T = Te;
     A->txt.M = B * Te;
+    m->text_positions = Te;
     PROF(FLIP_PROF_EMBED, o->emb_fwd(A->txt.x0, A->tokens, PARAM(m, tw.embed0), PARAM(m, tw.embed0 + 1), B, Te, c->text_width,
                c->vocab));
     tower_forward(m, o, &tw, &A->txt, A->lens);

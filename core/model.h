@@ -50,8 +50,12 @@ const char *flip_config_preset_names(void); /* "tiny, vit-s16, ..." */
 const char *flip_config_check(const FlipConfig *cfg, char *msg, size_t msg_bytes);
 int flip_config_num_patches(const FlipConfig *cfg);                 /* Np */
 int flip_config_num_kept(const FlipConfig *cfg, float mask_ratio);  /* N = floor(Np (1 - r)), >= 1 */
-/* Training FLOPs per sample (matmuls + attention, 3x forward), for MFU. */
+/* Training FLOPs per sample (matmuls + attention, 3x forward), for MFU, with
+ * the text tower over the full context T. */
 double flip_config_train_flops(const FlipConfig *cfg, float mask_ratio);
+/* The same with the text tower over text_positions (<= T) positions: the work
+ * of a step whose longest caption has that many tokens (FlipModel.text_positions). */
+double flip_config_train_flops_at(const FlipConfig *cfg, float mask_ratio, int text_positions);
 
 typedef struct {
     char name[96];
@@ -92,6 +96,7 @@ typedef struct {
     FlipActs *acts;
     float *img_emb;  /* (B, D) L2-normalised image embeddings after forward */
     float *txt_emb;  /* (B, D) L2-normalised text embeddings after forward */
+    int text_positions; /* positions the last text forward ran: the batch's longest caption */
     float *dimg_emb; /* (B, D) scratch for the caller's gradients */
     float *dtxt_emb; /* (B, D) */
 } FlipModel;

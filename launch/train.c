@@ -655,7 +655,8 @@ int train_run(const Options *o) {
         }
         win_steps++;
         win_images += t->G;
-        win_flops += flip_config_train_flops(&cfg, N == Np ? 0.0f : (float)o->mask_ratio) * t->G;
+        /* the text tower ran the batch's longest caption (rank 0's stands for all) */
+        win_flops += flip_config_train_flops_at(&cfg, N == Np ? 0.0f : (float)o->mask_ratio, m->text_positions) * t->G;
         if (done % o->log_every == 0 || done == total) {
             double dtw = now_s() - win_t0;
             MetricsRow r;

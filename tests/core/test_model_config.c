@@ -79,6 +79,15 @@ int main(void) {
     flip_config_preset(&c, "vit-s16");
     double f0 = flip_config_train_flops(&c, 0.0f), f75 = flip_config_train_flops(&c, 0.75f);
     TEST_CHECK(f75 < 0.4 * f0 && f75 > 0.2 * f0, "vit-s16 mask 0.75 costs %.3f of unmasked (kept patches only)", f75 / f0);
+    {   /* the text tower over Te positions: the full-context count at Te = T, and
+         * exactly the text blocks' (24 Te Ct^2 + 4 Te^2 Ct per layer, x3) less at Te < T */
+        double Ct = c.text_width, T = c.context, Te = 20;
+        double text = 3.0 * c.text_depth * (24.0 * Ct * Ct * (T - Te) + 4.0 * Ct * (T * T - Te * Te));
+        double fat = flip_config_train_flops_at(&c, 0.75f, 20);
+        TEST_CHECK(flip_config_train_flops_at(&c, 0.75f, c.context) == f75 && fabs(f75 - fat - text) <= 1e-9 * f75,
+                   "vit-s16 FLOPs with the text tower over 20 of %d positions: %.4g GFLOP less (expected %.4g)",
+                   c.context, (f75 - fat) / 1e9, text / 1e9);
+    }
 
     /* parameter table */
     FlipConfig s;

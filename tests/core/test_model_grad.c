@@ -346,8 +346,14 @@ static void invariances(FlipModel *m, Batch *bt, const char *label) {
         int B = bt->B, T = bt->T, D = c->embed_dim;
         int *lens2 = flip_malloc((size_t)B * sizeof(int), "lens");
         float *ea = flip_malloc(BD * sizeof(float), "emb short");
-        for (int b = 0; b < B; b++) lens2[b] = bt->lens[b] < T ? bt->lens[b] : T - 1;
+        int maxlen2 = 0;
+        for (int b = 0; b < B; b++) {
+            lens2[b] = bt->lens[b] < T ? bt->lens[b] : T - 1;
+            maxlen2 = lens2[b] > maxlen2 ? lens2[b] : maxlen2;
+        }
         flip_model_encode_text(m, bt->tokens, lens2, ea);
+        TEST_CHECK(m->text_positions == maxlen2, "%s: the text tower ran %d positions, the longest caption's %d",
+                   label, m->text_positions, maxlen2);
         int32_t *tok3 = flip_malloc((size_t)B * T * sizeof(int32_t), "tokens");
         memcpy(tok3, bt->tokens, (size_t)B * T * sizeof(int32_t));
         for (int t = 0; t < T; t++) tok3[(size_t)(B - 1) * T + t] = 1 + (int32_t)((5 * t + 2) % (c->vocab - 1));
