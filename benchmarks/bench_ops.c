@@ -2,9 +2,8 @@
  * attention fwd/bwd) on the transformer-block shapes of the ViT-S/16 and tiny
  * presets at mask ratios 0 / 0.5 / 0.75, and of their text towers (rows
  * s16-text, tiny-txt: all T tokens valid, no key padding mask), next to an
- * sgemm peak of the same
- * machine (oneDNN f32 matmul 2048^3 through the same primitive cache, and
- * OpenBLAS cblas_sgemm 2048^3).
+ * sgemm peak of the same machine (oneDNN f32 matmul 2048^3 through the same
+ * primitive cache, and OpenBLAS cblas_sgemm 2048^3).
  *
  * FLOPs counted: linear fwd 2 M IC OC, bwd 4 M IC OC (dinp + dweight; the
  * bias sum and GELU are not counted); attention fwd 4 B T^2 C (S and P v),
@@ -16,8 +15,7 @@
  * Usage: bench_ops [--seconds S] [--preset all|vit-s16|tiny] [--no-blas] [--cpu-clock]
  *                  [--precision fp32|bf16] [--matmul-impl auto|gemm|brgemm]
  * --matmul-impl gemm|brgemm: every f32-destination matmul on oneDNN's gemm:jit
- * (where offered),
- * or on its first choice (brgemm), instead of flip's default choice per
+ * (where offered) or on its first choice (brgemm), instead of flip's default choice per
  * product (auto; flip_matmul_set_impl in dnnl_util.h); the peak rows use the
  * same choice.
  * --precision bf16: the linear rows (and the oneDNN peak) run flip's bf16

@@ -17,8 +17,7 @@
  * --precision bf16: linear-layer matmuls in bf16 with fp32 master weights
  * (dnnl_util.h); the measured peak is then the bf16 matmul's.
  * --matmul-impl gemm|brgemm: every f32-destination matmul on oneDNN's gemm:jit
- * (where offered),
- * or on its first choice (brgemm), instead of flip's default choice per
+ * (where offered) or on its first choice (brgemm), instead of flip's default choice per
  * product (auto; flip_matmul_set_impl in dnnl_util.h), for comparisons; the
  * peak is measured with the same choice.
  * Default (--preset all): tiny batch 256 and vit-s16 batch 64 at mask 0, 0.5,

@@ -118,9 +118,10 @@ static void make_md(dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims,
  * "ref:any". flip takes gemm:jit when it is offered for the spec and falls
  * back to oneDNN's first choice otherwise (FLIP_MATMUL_BRGEMM: always oneDNN's
  * first choice; FLIP_MATMUL_AUTO, the default, also keeps fp32 fc2-like
- * forwards on more than one thread there, see prefer_gemm). Not for a bf16 destination: gemm:jit then keeps an f32 copy
- * of the whole M x N result in its scratchpad (vit-s16 B 64 bf16 peak RSS
- * +140 MiB at mask 0, +44 MiB at 0.75), so those stay on brgemm. Measured on the 2-core Zen 4, 1 thread, CPU clock,
+ * forwards on more than one thread there, see prefer_gemm). Not for a bf16
+ * destination: gemm:jit then keeps an f32 copy of the whole M x N result in
+ * its scratchpad (vit-s16 B 64 bf16 peak RSS +140 MiB at mask 0, +44 MiB at
+ * 0.75), so those stay on brgemm. Measured on the 2-core Zen 4, 1 thread, CPU clock,
  * bench_ops (`--matmul-impl brgemm` vs `gemm`, two interleaved rounds), the
  * sum of a transformer block's linears:
  *   vit-s16 fp32 backward  mask 0: 1140 / 1072 -> 1016 / 1038 ms, 0.5: 541 /
@@ -146,7 +147,9 @@ int flip_matmul_impl_parse(const char *name) {
  * transposed) whose input is wider than its output (K > N: the MLP's fc2) in
  * fp32 on more than one thread stays on oneDNN's first choice: gemm:jit splits
  * it poorly across 2 threads. 2 threads, wall clock, bench_ops forward rows,
- * two interleaved rounds each, gemm:jit -> brgemm (ms):
+ * two interleaved rounds each, gemm:jit -> brgemm (ms; rerun with
+ * `OMP_NUM_THREADS=2 benchmarks/ab_ops.sh --rounds 5 gemm auto`, which
+ * prints each row's minimum over the rounds):
  *   vit-s16 fc2 3136x1536->384  22.7 / 22.2 -> 17.5 / 20.2
  *   text    fc2 2048x1024->256   7.6 /  7.3 ->  5.1 /  5.1
  *   tiny    fc2 16384x768->192  29.7 / 40.6 -> 25.9 / 23.8

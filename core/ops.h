@@ -9,9 +9,9 @@
  * saved, then params, dims. Backward ADDS into every gradient output (+=),
  * except where an op says it STORES (=) its input gradient: the linear ops
  * (every linear_*backward*), attention_backward* (dqkv) and the GELU
- * *_store variants (each input gradient is written
- * once per block, so the model neither zeroes it nor has the op read it
- * back). Parameter gradients always add. A NULL gradient output means "not needed" (skipped).
+ * *_store variants (each input gradient is written once per block, so the
+ * model neither zeroes it nor has the op read it back). Parameter gradients
+ * always add. A NULL gradient output means "not needed" (skipped).
  * Weights use PyTorch's nn.Linear layout: weight (OC, IC), out = inp W^T + b.
  * Fast paths run on oneDNN (matmuls) and OpenMP (elementwise) — one pool.
  */
