@@ -9,7 +9,7 @@
 #        G_TINY=256  G_S16=64 (the batches of bench_step / benchmarks/run)
 #        THREADS=2 (cores of the machine)
 #        ROUNDS=1: the layouts of a configuration run alternately ROUNDS times
-#        and each layout's best run is reported (other load on a shared machine
+#        (even rounds in the other order) and each layout's best run is reported (other load on a shared machine
 #        only slows a run down); every run is printed, the JSON lines are the best.
 # Prints a table, rank 0's step breakdown by op class (flip-train --profile:
 # matmul ... comm wait, data wait) and one JSON line per configuration. Step 1 (primitive
@@ -26,7 +26,9 @@ build=$(cd "${1:-build}" && pwd)
 src=$(cd "$(dirname "$0")/.." && pwd)
 PRESETS=${PRESETS:-"tiny vit-s16"}
 ROUNDS=${ROUNDS:-1}
-case $ROUNDS in ''|*[!0-9]*|0) echo "bench_train: ROUNDS='$ROUNDS' must be a whole number >= 1" >&2; exit 2 ;; esac
+case $ROUNDS in ''|*[!0-9]*) echo "bench_train: ROUNDS='$ROUNDS' must be a whole number >= 1" >&2; exit 2 ;; esac
+ROUNDS=$((10#$ROUNDS))
+[ "$ROUNDS" -ge 1 ] || { echo "bench_train: ROUNDS must be a whole number >= 1" >&2; exit 2; }
 MASKS=${MASKS:-"0 0.5 0.75"}
 THREADS=${THREADS:-2}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -60,7 +62,9 @@ for preset in $PRESETS; do
   esac
   for mask in $MASKS; do
     for round in $(seq 1 "$ROUNDS"); do
-    for layout in "1x$THREADS" "${THREADS}x1"; do
+    layouts="1x$THREADS ${THREADS}x1" # even rounds in the other order
+    [ $((round % 2)) = 1 ] || layouts="${THREADS}x1 1x$THREADS"
+    for layout in $layouts; do
       np=${layout%x*}; th=${layout#*x}
       name="$preset-$mask-$layout-r$round"
       per_rank_peak=$(awk -v p="$peak" -v n="$np" 'BEGIN { printf "%.3f", p / n }')
