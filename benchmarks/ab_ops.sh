@@ -8,7 +8,7 @@
 #   A, B: --matmul-impl values (auto, gemm, brgemm); default --rounds 5
 #   bench_ops args default to: --seconds 0.3 --no-blas
 # example (the fc2 figures of prefer_gemm in core/dnnl_util.c):
-#   OMP_NUM_THREADS=2 benchmarks/ab_ops.sh --rounds 5 gemm auto
+#   OMP_NUM_THREADS=2 benchmarks/ab_ops.sh --rounds 3 gemm auto
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=$src/build rounds=5
@@ -20,6 +20,8 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+case $rounds in ''|*[!0-9]*) rounds=0 ;; *) rounds=$((10#$rounds)) ;; esac
+[ "$rounds" -ge 1 ] || { echo "ab_ops.sh: --rounds must be a whole number >= 1" >&2; exit 2; }
 [ $# -ge 2 ] || { echo "usage: benchmarks/ab_ops.sh [--build DIR] [--rounds N] A B [bench_ops args...]" >&2; exit 2; }
 a=$1 b=$2
 shift 2

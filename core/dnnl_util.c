@@ -146,16 +146,17 @@ int flip_matmul_impl_parse(const char *name) {
 /* FLIP_MATMUL_AUTO: a linear layer's forward (x W^T: the weight operand read
  * transposed) whose input is wider than its output (K > N: the MLP's fc2) in
  * fp32 on more than one thread stays on oneDNN's first choice: gemm:jit splits
- * it poorly across 2 threads. 2 threads, wall clock, bench_ops forward rows,
- * two interleaved rounds each, gemm:jit -> brgemm (ms; rerun with
- * `OMP_NUM_THREADS=2 benchmarks/ab_ops.sh --rounds 5 gemm auto`, which
- * prints each row's minimum over the rounds):
- *   vit-s16 fc2 3136x1536->384  22.7 / 22.2 -> 17.5 / 20.2
- *   text    fc2 2048x1024->256   7.6 /  7.3 ->  5.1 /  5.1
- *   tiny    fc2 16384x768->192  29.7 / 40.6 -> 25.9 / 23.8
- *           fc2 8192x768->192   13.3 / 13.7 -> 12.3 / 11.9
- *   tiny text fc2 8192x512->128  6.7 /  6.8 ->  6.1 /  5.6
- * The other forwards do not gain (qkv, N = 3K, loses 5-15 % on brgemm:
+ * it poorly across 2 threads. Forward ms, gemm:jit -> this rule, each bench_ops
+ * row's minimum over 3 interleaved rounds (`OMP_NUM_THREADS=2
+ * benchmarks/ab_ops.sh --rounds 3 gemm auto`, wall clock, 2026-11-27):
+ *   vit-s16 fc2 12544x1536->384  84.0 -> 69.8      3136x1536->384  21.4 -> 17.4
+ *   vit-s16 text fc2 2048x1024->256  7.0 -> 5.0
+ *   tiny fc2 16384x768->192  24.9 -> 23.6          4096x768->192    5.9 ->  5.9
+ *   tiny text fc2 8192x512->128  6.2 -> 5.3
+ * The other forwards do not gain (bench_ops `--matmul-impl gemm` vs `brgemm`
+ * by hand, two interleaved rounds, shown as round 1 / round 2; ab_ops.sh
+ * reruns such a comparison, also with `--cpu-clock` or `--precision bf16`;
+ * qkv, N = 3K, loses 5-15 % on brgemm:
  * tiny 4096x192->576 4.8 / 4.6 -> 5.6 / 5.1; proj, K = N, goes either way),
  * on one thread gemm:jit's forward is as fast or 2-3 % faster (CPU clock,
  * vit-s16 block forwards at mask 0: 480 / 477 vs 495 / 493 ms), and in bf16
